@@ -1,0 +1,7 @@
+//! # vsync
+//!
+//! A Rust implementation of the Isis² group-communication model. This crate is the public
+//! library; today it re-exports the data plane ([`dataplane`]); the group programming model
+//! (System, Group, View, the Send and Query families) is built on top of it.
+
+pub use vsync_dataplane as dataplane;
