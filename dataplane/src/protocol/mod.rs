@@ -20,16 +20,15 @@ use std::net::SocketAddr;
 use crate::{GroupId, MemberId, Timestamp};
 
 mod endpoint;
-mod flow;
-mod packer;
 mod rate_limit;
-mod ranges;
 mod recv_stream;
 mod send_stream;
 
-pub use endpoint::{Delivery, DeliveryKind, Endpoint, EndpointStats, GroupStats, SendError};
-pub use rate_limit::{RateLimit, RateLimiter};
-pub use ranges::RangeSet;
+pub use endpoint::{
+    Delivery, DeliveryKind, DeliverySink, Endpoint, EndpointStats, GroupSpec, GroupStats, SendError,
+};
+pub use rate_limit::{RateLimit, RateLimiter, MIN_PERIOD};
+
 
 /// Where a datagram produced by [`Protocol::poll_transmit`] must go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,1 +1,57 @@
-fn main() {}
+//! `vsync-bench` — multicast throughput / latency benchmark.
+//!
+//! * `vsync-bench [--mode raw|reliable] [--members N] [--senders K|all] [--size B] …` —
+//!   all members as threads on loopback (the default topology).
+//! * `vsync-bench member --index I --members a1,a2,… --group G:P --iface A …` — one
+//!   member in this process; prints its result as one JSON line.
+//! * `vsync-bench lab --hosts N --modes raw,reliable --sizes 64,1024 --senders 1,all …` —
+//!   builds a namespace lab and runs one member process per host for each configuration.
+//!
+//! Progress lines go to stderr; results (text tables, or JSON with `--json`) to stdout.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use vsync_tools::cli::{Cli, Cmd};
+use vsync_tools::{lab_run, loopback, signals};
+
+fn real_main(cli: Cli) -> io::Result<i32> {
+    match cli.cmd {
+        None => {
+            let args = cli.loopback;
+            let report = loopback::run_loopback(&args)?;
+            let mut out = io::stdout().lock();
+            if args.opts.json {
+                writeln!(out, "{}", report.to_json())?;
+            } else {
+                report.write_text(&mut out)?;
+            }
+            Ok(if signals::stop_requested() { 130 } else { 0 })
+        }
+        Some(Cmd::Member(args)) => {
+            let r = lab_run::run_member_process(&args)?;
+            println!("{}", r.to_json());
+            Ok(0)
+        }
+        Some(Cmd::Lab(args)) => lab_run::run_lab(&args),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = signals::install() {
+        eprintln!("vsync-bench: cannot install signal handlers: {e}");
+    }
+    match real_main(cli) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("vsync-bench: error: {e}");
+            ExitCode::from(if e.kind() == io::ErrorKind::InvalidInput {
+                2
+            } else {
+                1
+            })
+        }
+    }
+}
