@@ -30,7 +30,11 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}={}: expected {}", self.name, self.value, self.expected)
+        write!(
+            f,
+            "{}={}: expected {}",
+            self.name, self.value, self.expected
+        )
     }
 }
 
@@ -86,7 +90,11 @@ impl Default for ProtocolConfig {
 }
 
 fn err(name: &str, value: impl ToString, expected: impl ToString) -> ConfigError {
-    ConfigError { name: name.into(), value: value.to_string(), expected: expected.to_string() }
+    ConfigError {
+        name: name.into(),
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
 }
 
 /// Parses an integer variable within `range`, or returns `default` when unset.
@@ -126,17 +134,33 @@ impl ProtocolConfig {
             return Err(err("VSYNC_MTU", self.mtu, "576..=65507"));
         }
         if self.max_message_bytes == 0 || self.max_message_bytes > 1 << 30 {
-            return Err(err("VSYNC_MAXMSGLEN", self.max_message_bytes, "1..=1073741824"));
+            return Err(err(
+                "VSYNC_MAXMSGLEN",
+                self.max_message_bytes,
+                "1..=1073741824",
+            ));
         }
         let frames_per_max = self.max_message_bytes.div_ceil(self.fragment_payload());
         if frames_per_max > u32::MAX as usize {
-            return Err(err("VSYNC_MAXMSGLEN", self.max_message_bytes, "fewer than 2^32 fragments"));
+            return Err(err(
+                "VSYNC_MAXMSGLEN",
+                self.max_message_bytes,
+                "fewer than 2^32 fragments",
+            ));
         }
         if self.window_bytes < 65536 {
-            return Err(err("VSYNC_WINDOW_BYTES", self.window_bytes, "at least 65536"));
+            return Err(err(
+                "VSYNC_WINDOW_BYTES",
+                self.window_bytes,
+                "at least 65536",
+            ));
         }
         if !(64..=1 << 20).contains(&self.window_frames) {
-            return Err(err("VSYNC_WINDOW_FRAMES", self.window_frames, "64..=1048576"));
+            return Err(err(
+                "VSYNC_WINDOW_FRAMES",
+                self.window_frames,
+                "64..=1048576",
+            ));
         }
         if self.send_buffer_bytes < self.max_message_bytes {
             return Err(err(
@@ -153,16 +177,29 @@ impl ProtocolConfig {
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let d = ProtocolConfig::default();
         let us = |name: &str, default: Duration, range| -> Result<Duration, ConfigError> {
-            parse_env_u64(lookup, name, default.as_micros() as u64, range).map(Duration::from_micros)
+            parse_env_u64(lookup, name, default.as_micros() as u64, range)
+                .map(Duration::from_micros)
         };
         let c = ProtocolConfig {
             mtu: parse_env_u64(lookup, "VSYNC_MTU", d.mtu as u64, 576..=65507)? as usize,
-            max_message_bytes: parse_env_u64(lookup, "VSYNC_MAXMSGLEN", d.max_message_bytes as u64, 1..=1 << 30)?
-                as usize,
-            window_bytes: parse_env_u64(lookup, "VSYNC_WINDOW_BYTES", d.window_bytes as u64, 65536..=1 << 34)?
-                as usize,
-            window_frames: parse_env_u64(lookup, "VSYNC_WINDOW_FRAMES", d.window_frames as u64, 64..=1 << 20)?
-                as usize,
+            max_message_bytes: parse_env_u64(
+                lookup,
+                "VSYNC_MAXMSGLEN",
+                d.max_message_bytes as u64,
+                1..=1 << 30,
+            )? as usize,
+            window_bytes: parse_env_u64(
+                lookup,
+                "VSYNC_WINDOW_BYTES",
+                d.window_bytes as u64,
+                65536..=1 << 34,
+            )? as usize,
+            window_frames: parse_env_u64(
+                lookup,
+                "VSYNC_WINDOW_FRAMES",
+                d.window_frames as u64,
+                64..=1 << 20,
+            )? as usize,
             send_buffer_bytes: parse_env_u64(
                 lookup,
                 "VSYNC_SEND_BUFFER_BYTES",
@@ -197,9 +234,15 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let e = ProtocolConfig::from_lookup(&|k| (k == "VSYNC_MTU").then(|| "9".to_string())).unwrap_err();
-        assert_eq!(e.to_string(), "VSYNC_MTU=9: expected an integer in 576..=65507");
-        let e = ProtocolConfig::from_lookup(&|k| (k == "VSYNC_MAXMSGLEN").then(|| "abc".to_string())).unwrap_err();
+        let e = ProtocolConfig::from_lookup(&|k| (k == "VSYNC_MTU").then(|| "9".to_string()))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "VSYNC_MTU=9: expected an integer in 576..=65507"
+        );
+        let e =
+            ProtocolConfig::from_lookup(&|k| (k == "VSYNC_MAXMSGLEN").then(|| "abc".to_string()))
+                .unwrap_err();
         assert!(e.to_string().starts_with("VSYNC_MAXMSGLEN=abc"));
         let e = ProtocolConfig::from_lookup(&|k| match k {
             "VSYNC_SEND_BUFFER_BYTES" => Some("1000".into()),

@@ -35,7 +35,10 @@ impl Timestamp {
 impl Add<Duration> for Timestamp {
     type Output = Timestamp;
     fn add(self, rhs: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX)))
+        Timestamp(
+            self.0
+                .saturating_add(u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX)),
+        )
     }
 }
 
@@ -55,7 +58,9 @@ pub struct MonotonicClock {
 impl MonotonicClock {
     /// A clock whose epoch is now.
     pub fn new() -> Self {
-        MonotonicClock { epoch: std::time::Instant::now() }
+        MonotonicClock {
+            epoch: std::time::Instant::now(),
+        }
     }
 
     /// The current time on this clock.

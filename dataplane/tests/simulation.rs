@@ -13,12 +13,18 @@ use vsync_dataplane::config::ProtocolConfig;
 use vsync_dataplane::sim::{run, SimConfig};
 
 fn seeds() -> u64 {
-    std::env::var("VSYNC_SIM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000)
+    std::env::var("VSYNC_SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000)
 }
 
 #[test]
 fn swarm_of_seeds_keeps_every_invariant() {
-    let base: u64 = std::env::var("VSYNC_SIM_BASE").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let base: u64 = std::env::var("VSYNC_SIM_BASE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let n = seeds();
     let mut datagrams = 0;
     let mut lost = 0;
@@ -34,12 +40,18 @@ fn swarm_of_seeds_keeps_every_invariant() {
         }
     }
     println!("{n} seeds: {datagrams} datagrams, {lost} lost copies, {retransmitted} frames retransmitted");
-    assert!(lost > 0 && retransmitted > 0, "the fault mix must actually exercise recovery");
+    assert!(
+        lost > 0 && retransmitted > 0,
+        "the fault mix must actually exercise recovery"
+    );
 }
 
 #[test]
 fn replay() {
-    let Some(seed) = std::env::var("VSYNC_SIM_SEED").ok().and_then(|v| v.parse().ok()) else {
+    let Some(seed) = std::env::var("VSYNC_SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    else {
         return;
     };
     let cfg = SimConfig::swarm(seed);
@@ -55,7 +67,10 @@ fn same_seed_same_run() {
     for seed in [1, 17, 4242] {
         let a = run(&SimConfig::swarm(seed)).expect("run");
         let b = run(&SimConfig::swarm(seed)).expect("run");
-        assert_eq!((a.datagrams, a.lost, a.retransmitted, a.virtual_time), (b.datagrams, b.lost, b.retransmitted, b.virtual_time));
+        assert_eq!(
+            (a.datagrams, a.lost, a.retransmitted, a.virtual_time),
+            (b.datagrams, b.lost, b.retransmitted, b.virtual_time)
+        );
     }
 }
 
@@ -69,7 +84,10 @@ fn clean_network_needs_no_repair() {
         cfg.partition = None;
         cfg.delay_max = cfg.delay_min; // no reordering either
         let r = run(&cfg).unwrap_or_else(|f| panic!("{f}"));
-        assert_eq!(r.retransmitted, 0, "seed {seed}: no loss or reordering, no retransmission expected");
+        assert_eq!(
+            r.retransmitted, 0,
+            "seed {seed}: no loss or reordering, no retransmission expected"
+        );
     }
 }
 

@@ -243,7 +243,7 @@ pub struct LabArgs {
     /// Network loss towards every host, percent (netlab, per receiver).
     #[arg(long, default_value = "0", value_parser = parse_pct)]
     pub loss: f64,
-    /// Namespace prefix (default vb<pid>).
+    /// Namespace prefix (default `vb<pid>`).
     #[arg(long)]
     pub prefix: Option<String>,
     /// Time given to member processes to start before sending begins, ms.

@@ -17,7 +17,7 @@ use crate::report::{Report, RunInfo};
 use crate::signals;
 use crate::transport::{self, TransportConfig};
 
-/// Default group for this process: 239.255.<pid-derived>.<pid-derived>, port 20000..40000,
+/// Default group for this process: `239.255.<pid-derived>.<pid-derived>`, port 20000..40000,
 /// so concurrent runs (e.g. parallel tests) do not share a group.
 pub fn default_group() -> SocketAddrV4 {
     let pid = std::process::id();

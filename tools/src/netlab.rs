@@ -365,6 +365,8 @@ pub fn mcast_send(
 pub fn mcast_listener(group: SocketAddrV4, iface: Ipv4Addr) -> io::Result<UdpSocket> {
     let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     sock.set_reuse_address(true)?;
+    // Room for a few thousand probes even if the reader is descheduled for a while.
+    crate::raw::set_socket_buffers(&sock, 4 << 20)?;
     sock.bind(&SockAddr::from(group))?;
     sock.join_multicast_v4(group.ip(), &iface)?;
     sock.set_multicast_all_v4(false)?;

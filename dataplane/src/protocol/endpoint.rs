@@ -16,7 +16,8 @@ use crate::rng::Rng;
 use crate::wire::header::FLAG_AUTH;
 use crate::wire::replay::ReplayTable;
 use crate::wire::{
-    AckEntry, DropCounters, DropReason, Frame, FrameReader, Keys, NakRange, PacketKind, PacketWriter, SealMode, Sealer,
+    AckEntry, DropCounters, DropReason, Frame, FrameReader, Keys, NakRange, PacketKind,
+    PacketWriter, SealMode, Sealer,
 };
 use crate::{GroupId, MemberId, Timestamp, ViewId};
 
@@ -84,8 +85,12 @@ pub enum SendError {
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SendError::WouldBlock => write!(f, "would block: send buffer full (receivers are behind)"),
-            SendError::TooLarge { len, max } => write!(f, "message of {len} bytes exceeds the limit of {max} bytes"),
+            SendError::WouldBlock => {
+                write!(f, "would block: send buffer full (receivers are behind)")
+            }
+            SendError::TooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds the limit of {max} bytes")
+            }
             SendError::UnknownGroup(g) => write!(f, "not a member of group {g}"),
             SendError::UnknownMember(m) => write!(f, "{m} is not a member of the group"),
         }
@@ -219,7 +224,11 @@ impl Group {
     }
 
     fn gap_deadline(&self) -> Option<Timestamp> {
-        self.peers.iter().flat_map(|p| [p.recv.nak_at, p.p2p_recv.nak_at]).flatten().min()
+        self.peers
+            .iter()
+            .flat_map(|p| [p.recv.nak_at, p.p2p_recv.nak_at])
+            .flatten()
+            .min()
     }
 }
 
@@ -243,7 +252,10 @@ pub struct Endpoint<S: DeliverySink> {
 
 impl<S: DeliverySink> std::fmt::Debug for Endpoint<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("me", &self.me).field("groups", &self.groups.len()).finish()
+        f.debug_struct("Endpoint")
+            .field("me", &self.me)
+            .field("groups", &self.groups.len())
+            .finish()
     }
 }
 
@@ -258,8 +270,15 @@ impl<S: DeliverySink> Endpoint<S> {
     ///
     /// # Panics
     /// If `cfg` does not validate (drivers validate configuration at start-up).
-    pub fn new(cfg: ProtocolConfig, me: MemberId, initial_packet_number: u64, seed: u64, sink: S) -> Self {
-        cfg.validate().expect("protocol configuration must be validated before use");
+    pub fn new(
+        cfg: ProtocolConfig,
+        me: MemberId,
+        initial_packet_number: u64,
+        seed: u64,
+        sink: S,
+    ) -> Self {
+        cfg.validate()
+            .expect("protocol configuration must be validated before use");
         let limits = RecvLimits {
             window_frames: 2 * cfg.window_frames as u64,
             window_bytes: 2 * cfg.window_bytes + cfg.max_message_bytes,
@@ -322,7 +341,12 @@ impl<S: DeliverySink> Endpoint<S> {
     /// Joins `group` with a static membership. Replaces any previous state for the group.
     pub fn join(&mut self, group: GroupId, spec: GroupSpec) {
         self.leave(group);
-        let peers_ids: Vec<MemberId> = spec.members.iter().copied().filter(|m| *m != self.me).collect();
+        let peers_ids: Vec<MemberId> = spec
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != self.me)
+            .collect();
         let cfg = &self.cfg;
         let max_frames = cfg.window_frames * 4;
         let p2p_bytes = (cfg.send_buffer_bytes / P2P_BUFFER_DIVISOR).max(cfg.max_message_bytes);
@@ -346,7 +370,12 @@ impl<S: DeliverySink> Endpoint<S> {
             view: spec.view,
             multicast: spec.multicast,
             peers,
-            send: SendStream::new(cfg.send_buffer_bytes, max_frames, &peers_ids, cfg.self_delivery),
+            send: SendStream::new(
+                cfg.send_buffer_bytes,
+                max_frames,
+                &peers_ids,
+                cfg.self_delivery,
+            ),
             rate: None,
             rate_blocked: false,
             raw_out: VecDeque::new(),
@@ -368,7 +397,12 @@ impl<S: DeliverySink> Endpoint<S> {
     }
 
     /// Sets or clears the leaky-bucket rate limit of this member's multicasts in `group`.
-    pub fn set_rate_limit(&mut self, now: Timestamp, group: GroupId, limit: Option<RateLimit>) -> Result<(), String> {
+    pub fn set_rate_limit(
+        &mut self,
+        now: Timestamp,
+        group: GroupId,
+        limit: Option<RateLimit>,
+    ) -> Result<(), String> {
         if let Some(l) = &limit {
             l.validate()?;
         }
@@ -379,7 +413,10 @@ impl<S: DeliverySink> Endpoint<S> {
     }
 
     fn group_mut(&mut self, group: GroupId) -> Result<&mut Group, SendError> {
-        self.groups.iter_mut().find(|g| g.id == group).ok_or(SendError::UnknownGroup(group))
+        self.groups
+            .iter_mut()
+            .find(|g| g.id == group)
+            .ok_or(SendError::UnknownGroup(group))
     }
 
     fn group(&self, group: GroupId) -> Option<&Group> {
@@ -388,18 +425,32 @@ impl<S: DeliverySink> Endpoint<S> {
 
     /// The members of `group` other than this one.
     pub fn peers(&self, group: GroupId) -> Vec<MemberId> {
-        self.group(group).map(|g| g.peers.iter().map(|p| p.id).collect()).unwrap_or_default()
+        self.group(group)
+            .map(|g| g.peers.iter().map(|p| p.id).collect())
+            .unwrap_or_default()
     }
 
     /// Reliable FIFO multicast (Send): admits `payload` into the group stream. Returns its
     /// sequence number. `WouldBlock` is backpressure.
-    pub fn try_send(&mut self, _now: Timestamp, group: GroupId, payload: &[u8]) -> Result<u64, SendError> {
+    pub fn try_send(
+        &mut self,
+        _now: Timestamp,
+        group: GroupId,
+        payload: &[u8],
+    ) -> Result<u64, SendError> {
         let max = self.cfg.max_message_bytes;
         if payload.len() > max {
-            return Err(SendError::TooLarge { len: payload.len(), max });
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max,
+            });
         }
         let (whole, frag) = (self.cfg.max_frame_payload(), self.cfg.fragment_payload());
-        let gi = self.groups.iter().position(|g| g.id == group).ok_or(SendError::UnknownGroup(group))?;
+        let gi = self
+            .groups
+            .iter()
+            .position(|g| g.id == group)
+            .ok_or(SendError::UnknownGroup(group))?;
         match self.groups[gi].send.push(payload, whole, frag) {
             Ok(seq) => {
                 self.stats.messages_sent += 1;
@@ -414,10 +465,19 @@ impl<S: DeliverySink> Endpoint<S> {
     }
 
     /// Reliable FIFO point-to-point send (P2PSend) to `to`, a member of `group`.
-    pub fn try_send_p2p(&mut self, _now: Timestamp, group: GroupId, to: MemberId, payload: &[u8]) -> Result<u64, SendError> {
+    pub fn try_send_p2p(
+        &mut self,
+        _now: Timestamp,
+        group: GroupId,
+        to: MemberId,
+        payload: &[u8],
+    ) -> Result<u64, SendError> {
         let max = self.cfg.max_message_bytes;
         if payload.len() > max {
-            return Err(SendError::TooLarge { len: payload.len(), max });
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max,
+            });
         }
         let (whole, frag) = (self.cfg.max_frame_payload(), self.cfg.fragment_payload());
         let g = self.group_mut(group)?;
@@ -445,7 +505,10 @@ impl<S: DeliverySink> Endpoint<S> {
     ) -> Result<u64, SendError> {
         let max = self.cfg.max_frame_payload();
         if payload.len() > max {
-            return Err(SendError::TooLarge { len: payload.len(), max });
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max,
+            });
         }
         let g = self.group_mut(group)?;
         if let Some(m) = to {
@@ -455,10 +518,17 @@ impl<S: DeliverySink> Endpoint<S> {
             self.stats.would_block += 1;
             return Err(SendError::WouldBlock);
         };
-        g.raw_store.slice_mut(offset, payload.len()).copy_from_slice(payload);
+        g.raw_store
+            .slice_mut(offset, payload.len())
+            .copy_from_slice(payload);
         g.raw_seq += 1;
         let seq = g.raw_seq;
-        g.raw_out.push_back(RawMsg { to, seq, offset, len: payload.len() });
+        g.raw_out.push_back(RawMsg {
+            to,
+            seq,
+            offset,
+            len: payload.len(),
+        });
         self.stats.raw_sent += 1;
         Ok(seq)
     }
@@ -469,18 +539,34 @@ impl<S: DeliverySink> Endpoint<S> {
         let before = self.stats.messages_delivered;
         for gi in 0..self.groups.len() {
             self.self_deliver(gi);
-            let Endpoint { groups, sink, stats, limits, .. } = self;
+            let Endpoint {
+                groups,
+                sink,
+                stats,
+                limits,
+                ..
+            } = self;
             let g = &mut groups[gi];
             let (gid, view) = (g.id, g.view);
             for p in g.peers.iter_mut() {
-                for (stream, kind) in [(&mut p.recv, DeliveryKind::Send), (&mut p.p2p_recv, DeliveryKind::P2p)] {
+                for (stream, kind) in [
+                    (&mut p.recv, DeliveryKind::Send),
+                    (&mut p.p2p_recv, DeliveryKind::P2p),
+                ] {
                     if !stream.has_backlog() {
                         continue;
                     }
                     let mut o = Outcome::default();
                     let sender = p.id;
                     let mut deliver = |seq: u64, payload: &[u8]| {
-                        let ok = sink.deliver(&Delivery { group: gid, view, sender, kind, seq, payload });
+                        let ok = sink.deliver(&Delivery {
+                            group: gid,
+                            view,
+                            sender,
+                            kind,
+                            seq,
+                            payload,
+                        });
                         if ok {
                             stats.bytes_delivered += payload.len() as u64;
                         }
@@ -502,14 +588,29 @@ impl<S: DeliverySink> Endpoint<S> {
     }
 
     fn self_deliver(&mut self, gi: usize) {
-        let Endpoint { groups, sink, stats, me, .. } = self;
+        let Endpoint {
+            groups,
+            sink,
+            stats,
+            me,
+            ..
+        } = self;
         let g = &mut groups[gi];
         while let Some(cursor) = g.send.self_cursor {
             if cursor >= g.send.next_seq {
                 break;
             }
-            let Some((payload, count)) = g.send.message(cursor) else { break };
-            let d = Delivery { group: g.id, view: g.view, sender: *me, kind: DeliveryKind::Send, seq: cursor, payload };
+            let Some((payload, count)) = g.send.message(cursor) else {
+                break;
+            };
+            let d = Delivery {
+                group: g.id,
+                view: g.view,
+                sender: *me,
+                kind: DeliveryKind::Send,
+                seq: cursor,
+                payload,
+            };
             if !sink.deliver(&d) {
                 break;
             }
@@ -527,7 +628,8 @@ impl<S: DeliverySink> Endpoint<S> {
 
     /// True if every message this member sent to `group` is held by every peer.
     pub fn all_stable(&self, group: GroupId) -> bool {
-        self.group(group).is_none_or(|g| g.send.min_received() >= g.send.next_seq)
+        self.group(group)
+            .is_none_or(|g| g.send.min_received() >= g.send.next_seq)
     }
 
     /// A snapshot of the group's state.
@@ -538,7 +640,11 @@ impl<S: DeliverySink> Endpoint<S> {
             retained_bytes: g.send.retained_bytes(),
             retained_frames: g.send.retained_frames(),
             min_received: g.send.min_received(),
-            held_bytes: g.peers.iter().map(|p| p.recv.held_bytes() + p.p2p_recv.held_bytes()).sum(),
+            held_bytes: g
+                .peers
+                .iter()
+                .map(|p| p.recv.held_bytes() + p.p2p_recv.held_bytes())
+                .sum(),
             p2p_retained_bytes: g.peers.iter().map(|p| p.p2p_send.retained_bytes()).sum(),
             raw_queued: g.raw_out.len(),
         })
@@ -555,10 +661,26 @@ impl<S: DeliverySink> Endpoint<S> {
         (self.cfg.window_frames as u64 / 4).min(by_bytes).max(1)
     }
 
-    fn on_frame(&mut self, gi: usize, pi: usize, kind: PacketKind, frame: Frame<'_>, now: Timestamp) {
+    fn on_frame(
+        &mut self,
+        gi: usize,
+        pi: usize,
+        kind: PacketKind,
+        frame: Frame<'_>,
+        now: Timestamp,
+    ) {
         let threshold = self.ack_threshold();
         let nak_delay = self.cfg.nak_delay.as_nanos() as u64;
-        let Endpoint { groups, sink, stats, drops, limits, rng, me, .. } = self;
+        let Endpoint {
+            groups,
+            sink,
+            stats,
+            drops,
+            limits,
+            rng,
+            me,
+            ..
+        } = self;
         let g = &mut groups[gi];
         let (gid, view, multicast) = (g.id, g.view, g.multicast);
         let p = &mut g.peers[pi];
@@ -569,8 +691,19 @@ impl<S: DeliverySink> Endpoint<S> {
                     drops.count(DropReason::MalformedFrame);
                     return;
                 }
-                let kind = if p2p { DeliveryKind::RawP2p } else { DeliveryKind::Raw };
-                if sink.deliver(&Delivery { group: gid, view, sender, kind, seq, payload }) {
+                let kind = if p2p {
+                    DeliveryKind::RawP2p
+                } else {
+                    DeliveryKind::Raw
+                };
+                if sink.deliver(&Delivery {
+                    group: gid,
+                    view,
+                    sender,
+                    kind,
+                    seq,
+                    payload,
+                }) {
                     stats.messages_delivered += 1;
                     stats.bytes_delivered += payload.len() as u64;
                 } else {
@@ -580,20 +713,45 @@ impl<S: DeliverySink> Endpoint<S> {
             Frame::Msg { .. } | Frame::Frag { .. } => {
                 let (p2p, seq, frag, payload) = match frame {
                     Frame::Msg { p2p, seq, payload } => (p2p, seq, None, payload),
-                    Frame::Frag { p2p, seq, index, count, total_len, payload } => {
-                        (p2p, seq, Some(FragInfo { index, count, total_len }), payload)
-                    }
+                    Frame::Frag {
+                        p2p,
+                        seq,
+                        index,
+                        count,
+                        total_len,
+                        payload,
+                    } => (
+                        p2p,
+                        seq,
+                        Some(FragInfo {
+                            index,
+                            count,
+                            total_len,
+                        }),
+                        payload,
+                    ),
                     _ => unreachable!("matched above"),
                 };
                 if p2p && kind != PacketKind::Direct {
                     drops.count(DropReason::MalformedFrame);
                     return;
                 }
-                let dkind = if p2p { DeliveryKind::P2p } else { DeliveryKind::Send };
+                let dkind = if p2p {
+                    DeliveryKind::P2p
+                } else {
+                    DeliveryKind::Send
+                };
                 let stream = if p2p { &mut p.p2p_recv } else { &mut p.recv };
                 let mut o = Outcome::default();
                 let mut deliver = |seq: u64, payload: &[u8]| {
-                    let ok = sink.deliver(&Delivery { group: gid, view, sender, kind: dkind, seq, payload });
+                    let ok = sink.deliver(&Delivery {
+                        group: gid,
+                        view,
+                        sender,
+                        kind: dkind,
+                        seq,
+                        payload,
+                    });
                     if ok {
                         stats.bytes_delivered += payload.len() as u64;
                     }
@@ -611,7 +769,11 @@ impl<S: DeliverySink> Endpoint<S> {
                     drops.count(DropReason::MalformedFrame);
                 }
                 if o.new_gap && stream.nak_at.is_none() {
-                    let jitter = if nak_delay == 0 { 0 } else { rng.below(nak_delay + 1) };
+                    let jitter = if nak_delay == 0 {
+                        0
+                    } else {
+                        rng.below(nak_delay + 1)
+                    };
                     stream.nak_at = Some(Timestamp(now.0 + jitter));
                 }
                 let urgent = stream.consumed() >= stream.reported_consumed + threshold;
@@ -633,26 +795,43 @@ impl<S: DeliverySink> Endpoint<S> {
                     }
                 }
             }
-            Frame::Nak { p2p, target, ranges } => {
+            Frame::Nak {
+                p2p,
+                target,
+                ranges,
+            } => {
                 if target != *me {
                     return;
                 }
                 stats.naks_received += 1;
                 for r in ranges {
                     if p2p {
-                        p.p2p_send.on_nak(Destination::Member(sender), r.start, r.end);
+                        p.p2p_send
+                            .on_nak(Destination::Member(sender), r.start, r.end);
                     } else {
-                        let dest = if multicast { Destination::Group(gid) } else { Destination::Member(sender) };
+                        let dest = if multicast {
+                            Destination::Group(gid)
+                        } else {
+                            Destination::Member(sender)
+                        };
                         g.send.on_nak(dest, r.start, r.end);
                     }
                 }
             }
-            Frame::High { p2p, next_seq, floor: _ } => {
+            Frame::High {
+                p2p,
+                next_seq,
+                floor: _,
+            } => {
                 let mut o = Outcome::default();
                 let stream = if p2p { &mut p.p2p_recv } else { &mut p.recv };
                 stream.on_high(next_seq, &mut o);
                 if o.new_gap && stream.nak_at.is_none() {
-                    let jitter = if nak_delay == 0 { 0 } else { rng.below(nak_delay + 1) };
+                    let jitter = if nak_delay == 0 {
+                        0
+                    } else {
+                        rng.below(nak_delay + 1)
+                    };
                     stream.nak_at = Some(Timestamp(now.0 + jitter));
                 }
                 // A heartbeat means the sender misses a report: send one within the ack
@@ -668,7 +847,14 @@ impl<S: DeliverySink> Endpoint<S> {
 
     // ---- transmission ------------------------------------------------------------------
 
-    fn seal(&mut self, w: PacketWriter<'_>, kind: PacketKind, gi: usize, mode: SealMode, buf_len: &mut usize) {
+    fn seal(
+        &mut self,
+        w: PacketWriter<'_>,
+        kind: PacketKind,
+        gi: usize,
+        mode: SealMode,
+        buf_len: &mut usize,
+    ) {
         let pn = self.next_packet_number();
         let g = &self.groups[gi];
         *buf_len = w.finish(kind, g.view, g.id, self.me, pn, mode.flags());
@@ -714,7 +900,11 @@ impl<S: DeliverySink> Endpoint<S> {
             if !p.p2p_ack_due {
                 continue;
             }
-            let entry = AckEntry { sender: p.id, received: p.p2p_recv.received, consumed: p.p2p_recv.consumed() };
+            let entry = AckEntry {
+                sender: p.id,
+                received: p.p2p_recv.received,
+                consumed: p.p2p_recv.consumed(),
+            };
             p.p2p_ack_due = false;
             p.p2p_ack_dirty = false;
             p.last_p2p_ack = now;
@@ -836,18 +1026,34 @@ impl<S: DeliverySink> Endpoint<S> {
         None
     }
 
-    fn finish(&mut self, buf: &mut [u8], len: usize, mode: SealMode, destination: Destination) -> Transmit {
+    fn finish(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        mode: SealMode,
+        destination: Destination,
+    ) -> Transmit {
         let len = Sealer::seal(&self.keys, mode, buf, len);
         debug_assert!(len <= self.cfg.mtu);
         self.stats.datagrams_sent += 1;
         Transmit { destination, len }
     }
 
-    fn push_group_ack(&mut self, gi: usize, now: Timestamp, w: &mut PacketWriter<'_>, piggyback: bool) {
+    fn push_group_ack(
+        &mut self,
+        gi: usize,
+        now: Timestamp,
+        w: &mut PacketWriter<'_>,
+        piggyback: bool,
+    ) {
         let g = &mut self.groups[gi];
         let mut entries = std::mem::take(&mut self.ack_scratch);
         entries.clear();
-        entries.extend(g.peers.iter().map(|p| AckEntry { sender: p.id, received: p.recv.received, consumed: p.recv.consumed() }));
+        entries.extend(g.peers.iter().map(|p| AckEntry {
+            sender: p.id,
+            received: p.recv.received,
+            consumed: p.recv.consumed(),
+        }));
         if entries.is_empty() {
             g.ack_dirty = false;
             self.ack_scratch = entries;
@@ -957,8 +1163,11 @@ impl<S: DeliverySink> Endpoint<S> {
             let mut seq = start.max(stream.floor());
             let mut full = false;
             while seq < end {
-                let Some(m) = stream.meta(seq).copied() else { break };
-                let recently = m.retransmitted_at != Timestamp::ZERO && now.saturating_since(m.retransmitted_at) < linger;
+                let Some(m) = stream.meta(seq).copied() else {
+                    break;
+                };
+                let recently = m.retransmitted_at != Timestamp::ZERO
+                    && now.saturating_since(m.retransmitted_at) < linger;
                 if !recently {
                     let bytes = stream.bytes(&m);
                     let ok = if m.count == 1 {
@@ -998,7 +1207,12 @@ impl<S: DeliverySink> Endpoint<S> {
 }
 
 impl<S: DeliverySink> Protocol for Endpoint<S> {
-    fn handle_datagram(&mut self, now: Timestamp, _from: std::net::SocketAddr, datagram: &mut [u8]) {
+    fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        _from: std::net::SocketAddr,
+        datagram: &mut [u8],
+    ) {
         self.stats.datagrams_received += 1;
         let (header, body) = match Sealer::open(&self.keys, datagram) {
             Ok(x) => x,
@@ -1012,7 +1226,8 @@ impl<S: DeliverySink> Protocol for Endpoint<S> {
             self.drops.count(DropReason::OwnPacket);
             return;
         }
-        if header.flags & FLAG_AUTH != 0 && !self.replay.accept(sender, header.packet_number.get()) {
+        if header.flags & FLAG_AUTH != 0 && !self.replay.accept(sender, header.packet_number.get())
+        {
             self.drops.count(DropReason::Replayed);
             return;
         }

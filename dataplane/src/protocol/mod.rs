@@ -29,7 +29,6 @@ pub use endpoint::{
 };
 pub use rate_limit::{RateLimit, RateLimiter, MIN_PERIOD};
 
-
 /// Where a datagram produced by [`Protocol::poll_transmit`] must go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Destination {

@@ -53,7 +53,11 @@ impl Bucket {
     fn new(rate: u64) -> Self {
         let mut ages = [0; AGES];
         ages[0] = rate;
-        Bucket { rate, ages, debt: 0 }
+        Bucket {
+            rate,
+            ages,
+            debt: 0,
+        }
     }
     fn period(&mut self) {
         for i in (1..AGES).rev() {
@@ -116,7 +120,10 @@ impl RateLimiter {
                 self.next_period = self.next_period + Duration::from_nanos((behind / p + 1) * p);
                 break;
             }
-            self.messages.iter_mut().chain(self.bytes.iter_mut()).for_each(Bucket::period);
+            self.messages
+                .iter_mut()
+                .chain(self.bytes.iter_mut())
+                .for_each(Bucket::period);
         }
     }
 
@@ -151,7 +158,11 @@ mod tests {
     }
 
     fn limit(messages: u64) -> RateLimit {
-        RateLimit { messages: Some(messages), bytes: None, period: Duration::from_secs(1) }
+        RateLimit {
+            messages: Some(messages),
+            bytes: None,
+            period: Duration::from_secs(1),
+        }
     }
 
     #[test]
@@ -188,7 +199,11 @@ mod tests {
 
     #[test]
     fn byte_limit_with_large_messages_keeps_long_run_rate() {
-        let lim = RateLimit { messages: None, bytes: Some(1000), period: Duration::from_millis(100) };
+        let lim = RateLimit {
+            messages: None,
+            bytes: Some(1000),
+            period: Duration::from_millis(100),
+        };
         let mut r = RateLimiter::new(lim, at(0));
         let mut bytes = 0;
         for ms in 0..10_000 {
@@ -202,7 +217,11 @@ mod tests {
 
     #[test]
     fn validation_names_the_problem() {
-        let bad = RateLimit { messages: Some(5), bytes: None, period: Duration::from_millis(10) };
+        let bad = RateLimit {
+            messages: Some(5),
+            bytes: None,
+            period: Duration::from_millis(10),
+        };
         assert!(bad.validate().unwrap_err().contains("minimum"));
         assert!(limit(20).validate().is_ok());
     }

@@ -121,7 +121,9 @@ impl RecvStream {
             outcome.duplicate = true;
             return;
         }
-        if seq >= self.cursor + limits.window_frames || self.held_bytes + payload.len() > limits.window_bytes {
+        if seq >= self.cursor + limits.window_frames
+            || self.held_bytes + payload.len() > limits.window_bytes
+        {
             outcome.drop = Some(DropReason::OutOfWindow);
             return;
         }
@@ -159,7 +161,12 @@ impl RecvStream {
     }
 
     /// Hands held frames at the cursor to the application while it takes them.
-    pub(crate) fn pump(&mut self, limits: &RecvLimits, deliver: &mut DeliverFn<'_>, outcome: &mut Outcome) {
+    pub(crate) fn pump(
+        &mut self,
+        limits: &RecvLimits,
+        deliver: &mut DeliverFn<'_>,
+        outcome: &mut Outcome,
+    ) {
         loop {
             if self.assembly.complete {
                 if !deliver(self.assembly.first_seq, &self.assembly.buf) {
@@ -247,7 +254,11 @@ impl RecvStream {
             } else {
                 a.buf.reserve(f.total_len as usize);
             }
-        } else if !a.active || a.first_seq + f.index as u64 != seq || a.count != f.count || a.total_len != f.total_len {
+        } else if !a.active
+            || a.first_seq + f.index as u64 != seq
+            || a.count != f.count
+            || a.total_len != f.total_len
+        {
             outcome.malformed += 1;
             if !a.active || f.index == f.count - 1 {
                 if a.active {
@@ -312,12 +323,18 @@ impl RecvStream {
                 return;
             }
             if seq > next {
-                out.push(NakRange { start: next, end: seq });
+                out.push(NakRange {
+                    start: next,
+                    end: seq,
+                });
             }
             next = seq + 1;
         }
         if next < self.high && out.len() < max {
-            out.push(NakRange { start: next, end: self.high });
+            out.push(NakRange {
+                start: next,
+                end: self.high,
+            });
         }
     }
 
@@ -331,16 +348,34 @@ impl RecvStream {
 mod tests {
     use super::*;
 
-    const LIMITS: RecvLimits = RecvLimits { window_frames: 1000, window_bytes: 1 << 20, max_message: 1 << 20 };
+    const LIMITS: RecvLimits = RecvLimits {
+        window_frames: 1000,
+        window_bytes: 1 << 20,
+        max_message: 1 << 20,
+    };
 
-    fn feed(s: &mut RecvStream, seq: u64, frag: Option<FragInfo>, p: &[u8], out: &mut Vec<(u64, Vec<u8>)>, accept: bool) -> Outcome {
+    fn feed(
+        s: &mut RecvStream,
+        seq: u64,
+        frag: Option<FragInfo>,
+        p: &[u8],
+        out: &mut Vec<(u64, Vec<u8>)>,
+        accept: bool,
+    ) -> Outcome {
         let mut o = Outcome::default();
-        s.on_data(seq, frag, p, &LIMITS, &mut |q, m| {
-            if accept {
-                out.push((q, m.to_vec()));
-            }
-            accept
-        }, &mut o);
+        s.on_data(
+            seq,
+            frag,
+            p,
+            &LIMITS,
+            &mut |q, m| {
+                if accept {
+                    out.push((q, m.to_vec()));
+                }
+                accept
+            },
+            &mut o,
+        );
         o
     }
 
@@ -356,7 +391,10 @@ mod tests {
         assert_eq!(m, vec![NakRange { start: 2, end: 3 }]);
         feed(&mut s, 2, None, b"b", &mut out, true);
         assert!(feed(&mut s, 2, None, b"b", &mut out, true).duplicate);
-        assert_eq!(out.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(), vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(
+            out.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
         assert_eq!((s.cursor, s.received, s.high), (4, 4, 4));
     }
 
@@ -364,7 +402,13 @@ mod tests {
     fn fragments_reassemble_out_of_order() {
         let mut s = RecvStream::new(1);
         let mut out = vec![];
-        let f = |i| Some(FragInfo { index: i, count: 3, total_len: 7 });
+        let f = |i| {
+            Some(FragInfo {
+                index: i,
+                count: 3,
+                total_len: 7,
+            })
+        };
         feed(&mut s, 3, f(2), b"g", &mut out, true);
         feed(&mut s, 1, f(0), b"abc", &mut out, true);
         assert!(out.is_empty());
@@ -383,10 +427,14 @@ mod tests {
         assert_eq!(s.cursor, 1);
         assert!(s.has_backlog());
         let mut o = Outcome::default();
-        s.pump(&LIMITS, &mut |q, m| {
-            out.push((q, m.to_vec()));
-            true
-        }, &mut o);
+        s.pump(
+            &LIMITS,
+            &mut |q, m| {
+                out.push((q, m.to_vec()));
+                true
+            },
+            &mut o,
+        );
         assert_eq!(out.len(), 2);
         assert_eq!(s.consumed(), 3);
     }
@@ -395,7 +443,13 @@ mod tests {
     fn oversized_message_is_discarded_but_stream_continues() {
         let mut s = RecvStream::new(1);
         let mut out = vec![];
-        let big = |i| Some(FragInfo { index: i, count: 2, total_len: (2 << 20) as u32 });
+        let big = |i| {
+            Some(FragInfo {
+                index: i,
+                count: 2,
+                total_len: (2 << 20) as u32,
+            })
+        };
         let o = feed(&mut s, 1, big(0), b"x", &mut out, true);
         assert_eq!(o.drop, Some(DropReason::Oversized));
         feed(&mut s, 2, big(1), b"y", &mut out, true);

@@ -25,7 +25,13 @@ pub(crate) struct ByteStore {
 impl ByteStore {
     pub(crate) fn new(capacity: usize) -> Self {
         // Allocated on first use; zeroed allocations are lazily backed by the OS.
-        ByteStore { buf: Vec::new(), capacity, head: 0, tail: 0, used: 0 }
+        ByteStore {
+            buf: Vec::new(),
+            capacity,
+            head: 0,
+            tail: 0,
+            used: 0,
+        }
     }
 
     /// Reserves `len` contiguous bytes; returns their offset.
@@ -152,7 +158,12 @@ pub(crate) struct SendStream {
 }
 
 impl SendStream {
-    pub(crate) fn new(buffer_bytes: usize, max_frames: usize, receivers: &[MemberId], self_delivery: bool) -> Self {
+    pub(crate) fn new(
+        buffer_bytes: usize,
+        max_frames: usize,
+        receivers: &[MemberId],
+        self_delivery: bool,
+    ) -> Self {
         SendStream {
             next_seq: 1,
             next_new: 1,
@@ -163,7 +174,11 @@ impl SendStream {
             max_frames,
             receivers: receivers
                 .iter()
-                .map(|m| ReceiverState { member: *m, received: 1, consumed: 1 })
+                .map(|m| ReceiverState {
+                    member: *m,
+                    received: 1,
+                    consumed: 1,
+                })
                 .collect(),
             retransmit: VecDeque::new(),
             self_cursor: self_delivery.then_some(1),
@@ -172,18 +187,33 @@ impl SendStream {
 
     /// Admits one message, split into frames of at most `frag_payload` bytes unless it fits in
     /// one frame of `whole_payload`. Returns the first frame's sequence number.
-    pub(crate) fn push(&mut self, payload: &[u8], whole_payload: usize, frag_payload: usize) -> Result<u64, Admission> {
-        let count = if payload.len() <= whole_payload { 1 } else { payload.len().div_ceil(frag_payload) };
+    pub(crate) fn push(
+        &mut self,
+        payload: &[u8],
+        whole_payload: usize,
+        frag_payload: usize,
+    ) -> Result<u64, Admission> {
+        let count = if payload.len() <= whole_payload {
+            1
+        } else {
+            payload.len().div_ceil(frag_payload)
+        };
         if self.frames.len() + count > self.max_frames {
             return Err(Admission::Full);
         }
         let offset = self.store.alloc(payload.len()).ok_or(Admission::Full)?;
-        self.store.slice_mut(offset, payload.len()).copy_from_slice(payload);
+        self.store
+            .slice_mut(offset, payload.len())
+            .copy_from_slice(payload);
         let first = self.next_seq;
         let mut cum = self.frames.back().map_or(self.floor_cum, |f| f.cum_end);
         for index in 0..count {
             let start = if count == 1 { 0 } else { index * frag_payload };
-            let len = if count == 1 { payload.len() } else { frag_payload.min(payload.len() - start) };
+            let len = if count == 1 {
+                payload.len()
+            } else {
+                frag_payload.min(payload.len() - start)
+            };
             cum += len as u64;
             self.frames.push_back(FrameMeta {
                 offset: offset + start,
@@ -205,11 +235,13 @@ impl SendStream {
     }
 
     pub(crate) fn meta(&self, seq: u64) -> Option<&FrameMeta> {
-        seq.checked_sub(self.floor).and_then(|i| self.frames.get(i as usize))
+        seq.checked_sub(self.floor)
+            .and_then(|i| self.frames.get(i as usize))
     }
 
     pub(crate) fn meta_mut(&mut self, seq: u64) -> Option<&mut FrameMeta> {
-        seq.checked_sub(self.floor).and_then(|i| self.frames.get_mut(i as usize))
+        seq.checked_sub(self.floor)
+            .and_then(|i| self.frames.get_mut(i as usize))
     }
 
     pub(crate) fn bytes(&self, meta: &FrameMeta) -> &[u8] {
@@ -225,7 +257,12 @@ impl SendStream {
 
     /// Lowest consumed position over receivers (and the local member, for self-delivery).
     pub(crate) fn min_consumed(&self) -> u64 {
-        let r = self.receivers.iter().map(|r| r.consumed).min().unwrap_or(self.next_new);
+        let r = self
+            .receivers
+            .iter()
+            .map(|r| r.consumed)
+            .min()
+            .unwrap_or(self.next_new);
         self.self_cursor.map_or(r, |s| r.min(s))
     }
 
@@ -237,7 +274,11 @@ impl SendStream {
 
     /// Lowest received position over receivers.
     pub(crate) fn min_received(&self) -> u64 {
-        self.receivers.iter().map(|r| r.received).min().unwrap_or(self.next_new)
+        self.receivers
+            .iter()
+            .map(|r| r.received)
+            .min()
+            .unwrap_or(self.next_new)
     }
 
     /// May frame `next_new` be transmitted under the window?
@@ -245,13 +286,28 @@ impl SendStream {
         if self.next_new >= self.next_seq {
             return false;
         }
-        let base = self.receivers.iter().map(|r| r.consumed).min().unwrap_or(self.next_new).max(self.floor);
+        let base = self
+            .receivers
+            .iter()
+            .map(|r| r.consumed)
+            .min()
+            .unwrap_or(self.next_new)
+            .max(self.floor);
         let frames_in_flight = self.next_new - base;
         if frames_in_flight >= window_frames as u64 {
             return false;
         }
-        let cum_base = if base == self.floor { self.floor_cum } else { self.meta(base - 1).map_or(self.floor_cum, |m| m.cum_end) };
-        let cum_sent = if self.next_new == self.floor { self.floor_cum } else { self.meta(self.next_new - 1).map_or(self.floor_cum, |m| m.cum_end) };
+        let cum_base = if base == self.floor {
+            self.floor_cum
+        } else {
+            self.meta(base - 1).map_or(self.floor_cum, |m| m.cum_end)
+        };
+        let cum_sent = if self.next_new == self.floor {
+            self.floor_cum
+        } else {
+            self.meta(self.next_new - 1)
+                .map_or(self.floor_cum, |m| m.cum_end)
+        };
         // Always allow one frame so a message larger than the window can still progress.
         frames_in_flight == 0 || cum_sent - cum_base < window_bytes as u64
     }
@@ -305,7 +361,9 @@ impl SendStream {
     pub(crate) fn collect(&mut self) {
         let upto = self.min_consumed().min(self.next_new);
         while self.floor < upto {
-            let Some(m) = self.frames.pop_front() else { break };
+            let Some(m) = self.frames.pop_front() else {
+                break;
+            };
             self.store.free_front(m.offset, m.len as usize);
             self.floor_cum = m.cum_end;
             self.floor += 1;

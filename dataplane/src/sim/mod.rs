@@ -20,7 +20,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use crate::config::ProtocolConfig;
-use crate::protocol::{Delivery, DeliveryKind, DeliverySink, Destination, Endpoint, GroupSpec, Protocol, RateLimit};
+use crate::protocol::{
+    Delivery, DeliveryKind, DeliverySink, Destination, Endpoint, GroupSpec, Protocol, RateLimit,
+};
 use crate::rng::Rng;
 use crate::{GroupId, MemberId, Timestamp, ViewId};
 
@@ -102,8 +104,16 @@ impl SimConfig {
             max_message: [200, 2000, 20_000, 60_000][r.below(4) as usize],
             p2p_per_member: r.below(10) as usize,
             raw_per_member: r.below(10) as usize,
-            loss: if faulty { [0.0, 0.01, 0.05, 0.1, 0.3][r.below(5) as usize] } else { 0.0 },
-            duplicate: if faulty { [0.0, 0.02, 0.1][r.below(3) as usize] } else { 0.0 },
+            loss: if faulty {
+                [0.0, 0.01, 0.05, 0.1, 0.3][r.below(5) as usize]
+            } else {
+                0.0
+            },
+            duplicate: if faulty {
+                [0.0, 0.02, 0.1][r.below(3) as usize]
+            } else {
+                0.0
+            },
             corrupt: if faulty && r.chance(0.3) { 0.01 } else { 0.0 },
             delay_min: Duration::from_micros(10 + r.below(100)),
             delay_max: Duration::from_micros(100 + r.below(jitter_span)),
@@ -114,7 +124,11 @@ impl SimConfig {
             drain_interval: Duration::from_micros([50, 500, 5000][r.below(3) as usize]),
             partition: (faulty && r.chance(0.2)).then(|| {
                 let start = Duration::from_micros(r.below(20_000));
-                (start, start + Duration::from_micros(1000 + r.below(50_000)), 1 + r.below(members as u64 - 1) as usize)
+                (
+                    start,
+                    start + Duration::from_micros(1000 + r.below(50_000)),
+                    1 + r.below(members as u64 - 1) as usize,
+                )
             }),
             rate_limit: r.chance(0.1).then(|| RateLimit {
                 messages: Some(200 + r.below(2000)),
@@ -160,7 +174,11 @@ pub struct SimFailure {
 
 impl std::fmt::Display for SimFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "simulation seed={} failed: {} (replay: VSYNC_SIM_SEED={})", self.seed, self.message, self.seed)
+        write!(
+            f,
+            "simulation seed={} failed: {} (replay: VSYNC_SIM_SEED={})",
+            self.seed, self.message, self.seed
+        )
     }
 }
 
@@ -222,21 +240,36 @@ fn payload_for(seed: u64, sender: usize, kind: u8, index: usize, len: usize) -> 
     (0..len).map(|_| r.next_u64() as u8).collect()
 }
 
+/// One planned send: kind (0 Send, 1 P2P, 2 raw), destination index, payload.
+type PlannedSend = (u8, Option<usize>, Vec<u8>);
+
 fn member_id(i: usize) -> MemberId {
     MemberId::new(i as u32 + 1, 1)
 }
 
 /// Runs one simulation and checks its invariants.
 pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
-    let fail = |message: String| SimFailure { seed: cfg.seed, message };
+    let fail = |message: String| SimFailure {
+        seed: cfg.seed,
+        message,
+    };
     let mut rng = Rng::new(cfg.seed);
     let ids: Vec<MemberId> = (0..cfg.members).map(member_id).collect();
     let mut nodes: Vec<Endpoint<RecordingSink>> = ids
         .iter()
         .enumerate()
         .map(|(i, id)| {
-            let sink = RecordingSink { capacity: cfg.sink_capacity, ..Default::default() };
-            let mut e = Endpoint::new(cfg.protocol.clone(), *id, 1000 + i as u64 * 7, cfg.seed.wrapping_add(i as u64), sink);
+            let sink = RecordingSink {
+                capacity: cfg.sink_capacity,
+                ..Default::default()
+            };
+            let mut e = Endpoint::new(
+                cfg.protocol.clone(),
+                *id,
+                1000 + i as u64 * 7,
+                cfg.seed.wrapping_add(i as u64),
+                sink,
+            );
             if cfg.system_key {
                 e.set_system_key(Some(&[7u8; 32]));
             }
@@ -250,14 +283,15 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
                 },
             );
             if let Some(l) = cfg.rate_limit {
-                e.set_rate_limit(Timestamp::ZERO, SIM_GROUP, Some(l)).expect("valid limit");
+                e.set_rate_limit(Timestamp::ZERO, SIM_GROUP, Some(l))
+                    .expect("valid limit");
             }
             e
         })
         .collect();
 
     // Workload: what each member will send, as (kind, destination index, payload).
-    let mut plan: Vec<VecDeque<(u8, Option<usize>, Vec<u8>)>> = vec![VecDeque::new(); cfg.members];
+    let mut plan: Vec<VecDeque<PlannedSend>> = vec![VecDeque::new(); cfg.members];
     let mut expected_send: Vec<Vec<(usize, u64)>> = vec![Vec::new(); cfg.members];
     let mut expected_p2p: BTreeMap<(usize, usize), Vec<(usize, u64)>> = BTreeMap::new();
     let mut raw_hashes: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
@@ -265,7 +299,11 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
         let mut items = Vec::new();
         if m < cfg.senders {
             for i in 0..cfg.messages_per_sender {
-                let len = if rng.chance(0.7) { rng.below(200) as usize } else { rng.below(cfg.max_message as u64 + 1) as usize };
+                let len = if rng.chance(0.7) {
+                    rng.below(200) as usize
+                } else {
+                    rng.below(cfg.max_message as u64 + 1) as usize
+                };
                 items.push((0u8, None, payload_for(cfg.seed, m, 0, i, len)));
             }
         }
@@ -292,8 +330,14 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
             if let Some(it) = by_kind[k].pop_front() {
                 match it.0 {
                     0 => expected_send[m].push((it.2.len(), xxhash_rust::xxh3::xxh3_64(&it.2))),
-                    1 => expected_p2p.entry((m, it.1.unwrap())).or_default().push((it.2.len(), xxhash_rust::xxh3::xxh3_64(&it.2))),
-                    _ => raw_hashes.entry(m).or_default().push(xxhash_rust::xxh3::xxh3_64(&it.2)),
+                    1 => expected_p2p
+                        .entry((m, it.1.unwrap()))
+                        .or_default()
+                        .push((it.2.len(), xxhash_rust::xxh3::xxh3_64(&it.2))),
+                    _ => raw_hashes
+                        .entry(m)
+                        .or_default()
+                        .push(xxhash_rust::xxh3::xxh3_64(&it.2)),
                 }
                 queue.push_back(it);
             }
@@ -343,7 +387,9 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
                             plan[m].pop_front();
                         }
                         Err(crate::protocol::SendError::WouldBlock) => break,
-                        Err(e) => return Err(fail(format!("member {m}: unexpected send error {e}"))),
+                        Err(e) => {
+                            return Err(fail(format!("member {m}: unexpected send error {e}")))
+                        }
                     }
                 }
             }
@@ -375,12 +421,17 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
         for (m, node) in nodes.iter_mut().enumerate() {
             while let Some(t) = node.poll_transmit(now, &mut buf) {
                 if t.len > cfg.protocol.mtu {
-                    return Err(fail(format!("member {m} produced a {}-byte datagram above the MTU", t.len)));
+                    return Err(fail(format!(
+                        "member {m} produced a {}-byte datagram above the MTU",
+                        t.len
+                    )));
                 }
                 report.datagrams += 1;
                 let targets: Vec<usize> = match t.destination {
                     Destination::Group(_) => (0..cfg.members).filter(|x| *x != m).collect(),
-                    Destination::Member(id) => ids.iter().position(|x| *x == id).into_iter().collect(),
+                    Destination::Member(id) => {
+                        ids.iter().position(|x| *x == id).into_iter().collect()
+                    }
                 };
                 for to in targets {
                     if partitioned(m, to, now) || rng.chance(cfg.loss) {
@@ -390,31 +441,47 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
                     let copies = if rng.chance(cfg.duplicate) { 2 } else { 1 };
                     for _ in 0..copies {
                         let span = (cfg.delay_max.saturating_sub(cfg.delay_min)).as_nanos() as u64;
-                        let at = now + cfg.delay_min + Duration::from_nanos(if span == 0 { 0 } else { rng.below(span) });
+                        let at = now
+                            + cfg.delay_min
+                            + Duration::from_nanos(if span == 0 { 0 } else { rng.below(span) });
                         let mut bytes = buf[..t.len].to_vec();
                         if rng.chance(cfg.corrupt) {
                             let i = rng.below(bytes.len() as u64) as usize;
                             bytes[i] ^= 1 << rng.below(8);
                         }
                         order += 1;
-                        net.push(InFlight { at, order, to, bytes });
+                        net.push(InFlight {
+                            at,
+                            order,
+                            to,
+                            bytes,
+                        });
                     }
                 }
             }
             if let Some(s) = node.group_stats(SIM_GROUP) {
                 report.max_retained = report.max_retained.max(s.retained_bytes);
                 if s.retained_bytes > cfg.protocol.send_buffer_bytes {
-                    return Err(fail(format!("member {m} retains {} bytes above the send buffer", s.retained_bytes)));
+                    return Err(fail(format!(
+                        "member {m} retains {} bytes above the send buffer",
+                        s.retained_bytes
+                    )));
                 }
                 let held_limit = 2 * cfg.protocol.window_bytes + cfg.protocol.max_message_bytes;
                 if s.held_bytes > held_limit * cfg.members * 2 {
-                    return Err(fail(format!("member {m} holds {} bytes, above the receive limits", s.held_bytes)));
+                    return Err(fail(format!(
+                        "member {m} holds {} bytes, above the receive limits",
+                        s.held_bytes
+                    )));
                 }
             }
         }
         // Stall accounting: time a member with data in flight towards it went without delivering.
         for m in 0..cfg.members {
-            let waiting = nodes.iter().any(|n| n.group_stats(SIM_GROUP).is_some_and(|s| s.min_received < s.next_unsent));
+            let waiting = nodes.iter().any(|n| {
+                n.group_stats(SIM_GROUP)
+                    .is_some_and(|s| s.min_received < s.next_unsent)
+            });
             if waiting && nodes[m].sink().queue.is_empty() {
                 let start = *stall_start[m].get_or_insert(last_progress[m].max(now));
                 if cfg.partition.is_none() && cfg.loss == 0.0 {
@@ -430,9 +497,22 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
         if sends_done && net.is_empty() {
             let all_delivered = nodes.iter().enumerate().all(|(m, n)| {
                 let expected = expected_send.iter().map(|v| v.len()).sum::<usize>()
-                    + expected_p2p.iter().filter(|((_, to), _)| *to == m).map(|(_, v)| v.len()).sum::<usize>();
-                let got = n.sink().log.iter().filter(|r| r.kind != DeliveryKind::Raw && r.kind != DeliveryKind::RawP2p).count()
-                    + n.sink().queue.iter().filter(|r| r.kind != DeliveryKind::Raw && r.kind != DeliveryKind::RawP2p).count();
+                    + expected_p2p
+                        .iter()
+                        .filter(|((_, to), _)| *to == m)
+                        .map(|(_, v)| v.len())
+                        .sum::<usize>();
+                let got = n
+                    .sink()
+                    .log
+                    .iter()
+                    .filter(|r| r.kind != DeliveryKind::Raw && r.kind != DeliveryKind::RawP2p)
+                    .count()
+                    + n.sink()
+                        .queue
+                        .iter()
+                        .filter(|r| r.kind != DeliveryKind::Raw && r.kind != DeliveryKind::RawP2p)
+                        .count();
                 got >= expected
             });
             let all_stable = nodes.iter().all(|n| n.all_stable(SIM_GROUP));
@@ -475,7 +555,11 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
                     )
                 })
                 .collect();
-            return Err(fail(format!("no quiescence within {:?}: {}", cfg.time_limit, progress.join("; "))));
+            return Err(fail(format!(
+                "no quiescence within {:?}: {}",
+                cfg.time_limit,
+                progress.join("; ")
+            )));
         }
     }
     report.virtual_time = now.saturating_since(Timestamp::ZERO);
@@ -484,9 +568,16 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
     for (r, node) in nodes.iter().enumerate() {
         let log = &node.sink().log;
         for (s, expected) in expected_send.iter().enumerate() {
-            let got: Vec<&Record> = log.iter().filter(|x| x.sender == ids[s] && x.kind == DeliveryKind::Send).collect();
+            let got: Vec<&Record> = log
+                .iter()
+                .filter(|x| x.sender == ids[s] && x.kind == DeliveryKind::Send)
+                .collect();
             if got.len() != expected.len() {
-                return Err(fail(format!("member {r} delivered {} Sends from {s}, expected {}", got.len(), expected.len())));
+                return Err(fail(format!(
+                    "member {r} delivered {} Sends from {s}, expected {}",
+                    got.len(),
+                    expected.len()
+                )));
             }
             let mut last_seq = 0;
             for (i, (g, e)) in got.iter().zip(expected).enumerate() {
@@ -495,25 +586,36 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
                 }
                 last_seq = g.seq;
                 if (g.len, g.hash) != *e {
-                    return Err(fail(format!("member {r}: Send {i} from {s} has different bytes (len {} vs {})", g.len, e.0)));
+                    return Err(fail(format!(
+                        "member {r}: Send {i} from {s} has different bytes (len {} vs {})",
+                        g.len, e.0
+                    )));
                 }
             }
         }
-        for s in 0..cfg.members {
+        for (s, sender_id) in ids.iter().enumerate() {
             let expected = expected_p2p.get(&(s, r)).cloned().unwrap_or_default();
             let got: Vec<(usize, u64)> = log
                 .iter()
-                .filter(|x| x.sender == ids[s] && x.kind == DeliveryKind::P2p)
+                .filter(|x| x.sender == *sender_id && x.kind == DeliveryKind::P2p)
                 .map(|x| (x.len, x.hash))
                 .collect();
             if got != expected {
                 return Err(fail(format!("member {r}: P2P from {s}: got {} messages, expected {} (or different order/bytes)", got.len(), expected.len())));
             }
         }
-        for x in log.iter().filter(|x| x.kind == DeliveryKind::Raw || x.kind == DeliveryKind::RawP2p) {
-            let s = ids.iter().position(|i| *i == x.sender).expect("known sender");
+        for x in log
+            .iter()
+            .filter(|x| x.kind == DeliveryKind::Raw || x.kind == DeliveryKind::RawP2p)
+        {
+            let s = ids
+                .iter()
+                .position(|i| *i == x.sender)
+                .expect("known sender");
             if !raw_hashes.get(&s).is_some_and(|v| v.contains(&x.hash)) {
-                return Err(fail(format!("member {r}: raw message from {s} does not match any raw send")));
+                return Err(fail(format!(
+                    "member {r}: raw message from {s} does not match any raw send"
+                )));
             }
         }
         report.delivered += log.len() as u64;

@@ -163,7 +163,10 @@ impl<'a> Iterator for NakRanges<'a> {
         }
         let (e, rest) = self.bytes.split_at(NAK_RANGE_LEN);
         self.bytes = rest;
-        Some(NakRange { start: read_u64(&e[0..8]), end: read_u64(&e[8..16]) })
+        Some(NakRange {
+            start: read_u64(&e[0..8]),
+            end: read_u64(&e[8..16]),
+        })
     }
 }
 
@@ -193,7 +196,11 @@ pub struct FrameReader<'a> {
 impl<'a> FrameReader<'a> {
     /// A reader over `body` that expects `frame_count` frames filling it exactly.
     pub fn new(body: &'a [u8], frame_count: u8) -> Self {
-        FrameReader { body, remaining_frames: frame_count, failed: false }
+        FrameReader {
+            body,
+            remaining_frames: frame_count,
+            failed: false,
+        }
     }
 
     fn fail(&mut self) -> Option<Result<Frame<'a>, DropReason>> {
@@ -211,7 +218,11 @@ impl<'a> Iterator for FrameReader<'a> {
         }
         if self.remaining_frames == 0 {
             // The body must be consumed exactly by the announced frames.
-            return if self.body.is_empty() { None } else { self.fail() };
+            return if self.body.is_empty() {
+                None
+            } else {
+                self.fail()
+            };
         }
         if self.body.len() < FRAME_PREFIX_LEN {
             return self.fail();
@@ -259,23 +270,39 @@ impl<'a> Iterator for FrameReader<'a> {
                 if !valid {
                     return self.fail();
                 }
-                Frame::Frag { p2p, seq, index, count, total_len, payload }
+                Frame::Frag {
+                    p2p,
+                    seq,
+                    index,
+                    count,
+                    total_len,
+                    payload,
+                }
             }
             KIND_ACK => {
-                if len == 0 || len % ACK_ENTRY_LEN != 0 {
+                if len == 0 || !len.is_multiple_of(ACK_ENTRY_LEN) {
                     return self.fail();
                 }
-                Frame::Ack { p2p, entries: AckEntries { bytes: content } }
+                Frame::Ack {
+                    p2p,
+                    entries: AckEntries { bytes: content },
+                }
             }
             KIND_NAK => {
-                if len < 8 + NAK_RANGE_LEN || (len - 8) % NAK_RANGE_LEN != 0 {
+                if len < 8 + NAK_RANGE_LEN || !(len - 8).is_multiple_of(NAK_RANGE_LEN) {
                     return self.fail();
                 }
-                let ranges = NakRanges { bytes: &content[8..] };
+                let ranges = NakRanges {
+                    bytes: &content[8..],
+                };
                 if ranges.clone().any(|r| r.start == 0 || r.start >= r.end) {
                     return self.fail();
                 }
-                Frame::Nak { p2p, target: MemberId(read_u64(content)), ranges }
+                Frame::Nak {
+                    p2p,
+                    target: MemberId(read_u64(content)),
+                    ranges,
+                }
             }
             KIND_HIGH => {
                 if len != 16 {
@@ -286,7 +313,11 @@ impl<'a> Iterator for FrameReader<'a> {
                 if next_seq == 0 || floor > next_seq {
                     return self.fail();
                 }
-                Frame::High { p2p, next_seq, floor }
+                Frame::High {
+                    p2p,
+                    next_seq,
+                    floor,
+                }
             }
             _ => return self.fail(),
         };
@@ -313,7 +344,12 @@ impl<'a> PacketWriter<'a> {
     /// configuration errors caught at start-up.
     pub fn new(buf: &'a mut [u8], mtu: usize, trailer_len: usize) -> Self {
         assert!(buf.len() >= mtu && mtu >= HEADER_LEN + trailer_len + 64);
-        PacketWriter { buf, pos: HEADER_LEN, limit: mtu - trailer_len, frames: 0 }
+        PacketWriter {
+            buf,
+            pos: HEADER_LEN,
+            limit: mtu - trailer_len,
+            frames: 0,
+        }
     }
 
     /// Bytes of frame content (after a frame prefix) that still fit.
@@ -321,7 +357,9 @@ impl<'a> PacketWriter<'a> {
         if self.frames >= MAX_FRAMES {
             return 0;
         }
-        self.limit.saturating_sub(self.pos + FRAME_PREFIX_LEN).min(u16::MAX as usize)
+        self.limit
+            .saturating_sub(self.pos + FRAME_PREFIX_LEN)
+            .min(u16::MAX as usize)
     }
 
     /// Number of frames written so far.
@@ -403,7 +441,9 @@ impl<'a> PacketWriter<'a> {
 
     /// Appends a NAK frame with as many of `ranges` as fit; returns how many were written.
     pub fn push_nak(&mut self, p2p: bool, target: MemberId, ranges: &[NakRange]) -> usize {
-        let n = ranges.len().min(self.room().saturating_sub(8) / NAK_RANGE_LEN);
+        let n = ranges
+            .len()
+            .min(self.room().saturating_sub(8) / NAK_RANGE_LEN);
         if n == 0 {
             return 0;
         }
@@ -476,37 +516,81 @@ mod tests {
         assert!(w.push_msg(false, false, 7, b"hello"));
         assert!(w.push_frag(true, 12, 2, 5, 5000, &[9u8; 100]));
         assert!(w.push_msg(true, false, 3, b"raw"));
-        let acks = [AckEntry { sender: MemberId(5), received: 10, consumed: 9 }];
+        let acks = [AckEntry {
+            sender: MemberId(5),
+            received: 10,
+            consumed: 9,
+        }];
         assert_eq!(w.push_ack(false, &acks), 1);
-        let naks = [NakRange { start: 3, end: 5 }, NakRange { start: 9, end: 10 }];
+        let naks = [
+            NakRange { start: 3, end: 5 },
+            NakRange { start: 9, end: 10 },
+        ];
         assert_eq!(w.push_nak(true, MemberId(4), &naks), 2);
         assert!(w.push_high(false, 20, 4));
         let len = w.finish(PacketKind::Group, ViewId(1), GroupId(2), MemberId(3), 99, 0);
         let (body, count) = body_of(&buf, len);
         assert_eq!(count, 6);
-        let frames: Vec<_> = FrameReader::new(body, count).collect::<Result<_, _>>().unwrap();
-        assert_eq!(frames[0], Frame::Msg { p2p: false, seq: 7, payload: b"hello" });
+        let frames: Vec<_> = FrameReader::new(body, count)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            frames[0],
+            Frame::Msg {
+                p2p: false,
+                seq: 7,
+                payload: b"hello"
+            }
+        );
         match frames[1] {
-            Frame::Frag { p2p, seq, index, count, total_len, payload } => {
+            Frame::Frag {
+                p2p,
+                seq,
+                index,
+                count,
+                total_len,
+                payload,
+            } => {
                 assert!(p2p);
-                assert_eq!((seq, index, count, total_len, payload.len()), (12, 2, 5, 5000, 100));
+                assert_eq!(
+                    (seq, index, count, total_len, payload.len()),
+                    (12, 2, 5, 5000, 100)
+                );
             }
             f => panic!("{f:?}"),
         }
-        assert_eq!(frames[2], Frame::Raw { p2p: false, seq: 3, payload: b"raw" });
+        assert_eq!(
+            frames[2],
+            Frame::Raw {
+                p2p: false,
+                seq: 3,
+                payload: b"raw"
+            }
+        );
         match frames[3] {
             Frame::Ack { entries, .. } => assert_eq!(entries.collect::<Vec<_>>(), acks.to_vec()),
             f => panic!("{f:?}"),
         }
         match frames[4] {
-            Frame::Nak { p2p, target, ranges } => {
+            Frame::Nak {
+                p2p,
+                target,
+                ranges,
+            } => {
                 assert!(p2p);
                 assert_eq!(target, MemberId(4));
                 assert_eq!(ranges.collect::<Vec<_>>(), naks.to_vec());
             }
             f => panic!("{f:?}"),
         }
-        assert_eq!(frames[5], Frame::High { p2p: false, next_seq: 20, floor: 4 });
+        assert_eq!(
+            frames[5],
+            Frame::High {
+                p2p: false,
+                next_seq: 20,
+                floor: 4
+            }
+        );
     }
 
     #[test]

@@ -44,7 +44,9 @@ impl PacketKind {
 }
 
 /// The packet header, as laid out on the wire.
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
 #[repr(C)]
 pub struct PacketHeader {
     /// [`MAGIC`].

@@ -27,4 +27,4 @@ pub use frame::{
     FRAME_PREFIX_LEN, MSG_SUBHEADER_LEN,
 };
 pub use header::{PacketHeader, PacketKind, HEADER_LEN, MAGIC, VERSION};
-pub use seal::{Keys, Sealer, SealMode, TRAILER_MAX};
+pub use seal::{Keys, SealMode, Sealer, TRAILER_MAX};

@@ -70,14 +70,23 @@ pub struct ReplayTable {
 impl ReplayTable {
     /// A table for at most `capacity` senders.
     pub fn new(capacity: usize) -> Self {
-        ReplayTable { windows: HashMap::new(), capacity: capacity.max(1), clock: 0 }
+        ReplayTable {
+            windows: HashMap::new(),
+            capacity: capacity.max(1),
+            clock: 0,
+        }
     }
 
     /// Accepts `(sender, pn)` if it was not seen before.
     pub fn accept(&mut self, sender: MemberId, pn: u64) -> bool {
         self.clock += 1;
         if !self.windows.contains_key(&sender) && self.windows.len() >= self.capacity {
-            if let Some(oldest) = self.windows.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
+            if let Some(oldest) = self
+                .windows
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| *k)
+            {
                 self.windows.remove(&oldest);
             }
         }

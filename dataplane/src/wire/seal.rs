@@ -88,7 +88,8 @@ impl Keys {
     pub fn set_group_key(&mut self, group: GroupId, key: Option<&[u8; 32]>) {
         match key {
             Some(k) => {
-                self.groups.insert(group, Box::new(Aes256Gcm::new(&(*k).into())));
+                self.groups
+                    .insert(group, Box::new(Aes256Gcm::new(&(*k).into())));
             }
             None => {
                 self.groups.remove(&group);
@@ -133,17 +134,27 @@ impl Sealer {
             SealMode::Authenticated | SealMode::Encrypted => {
                 let (sender, pn, group) = {
                     let (h, _) = PacketHeader::ref_from_prefix(&buf[..len]).expect("header fits");
-                    (MemberId(h.sender.get()), h.packet_number.get(), GroupId(h.group_id.get()))
+                    (
+                        MemberId(h.sender.get()),
+                        h.packet_number.get(),
+                        GroupId(h.group_id.get()),
+                    )
                 };
                 let n = nonce(sender, pn);
                 let mut empty: [u8; 0] = [];
                 let tag = if mode == SealMode::Encrypted {
-                    let cipher = keys.groups.get(&group).expect("mode_for said a group key exists");
+                    let cipher = keys
+                        .groups
+                        .get(&group)
+                        .expect("mode_for said a group key exists");
                     let (head, rest) = buf.split_at_mut(HEADER_LEN);
                     cipher.encrypt_inout_detached(&n, head, (&mut rest[..len - HEADER_LEN]).into())
                 } else {
                     // GMAC: header and clear body (contiguous) are the associated data.
-                    let cipher = keys.system.as_ref().expect("mode_for said a system key exists");
+                    let cipher = keys
+                        .system
+                        .as_ref()
+                        .expect("mode_for said a system key exists");
                     cipher.encrypt_inout_detached(&n, &buf[..len], (&mut empty[..]).into())
                 };
                 let tag = tag.expect("AES-GCM cannot fail for datagram-sized input");
@@ -156,7 +167,10 @@ impl Sealer {
 
     /// Checks and opens a received datagram in place. On success returns the header and the
     /// body range (decrypted if it was encrypted). Never panics on any input.
-    pub fn open(keys: &Keys, datagram: &mut [u8]) -> Result<(PacketHeader, std::ops::Range<usize>), DropReason> {
+    pub fn open(
+        keys: &Keys,
+        datagram: &mut [u8],
+    ) -> Result<(PacketHeader, std::ops::Range<usize>), DropReason> {
         if datagram.len() < HEADER_LEN + CHECKSUM_LEN {
             return Err(DropReason::TooShort);
         }
@@ -200,16 +214,21 @@ impl Sealer {
             }
             SealMode::Authenticated | SealMode::Encrypted => {
                 let n = nonce(MemberId(header.sender.get()), header.packet_number.get());
-                let tag = Tag::<aes_gcm::aead::consts::U16>::try_from(&datagram[len..len + TAG_LEN])
-                    .map_err(|_| DropReason::TooShort)?;
+                let tag =
+                    Tag::<aes_gcm::aead::consts::U16>::try_from(&datagram[len..len + TAG_LEN])
+                        .map_err(|_| DropReason::TooShort)?;
                 let mut empty: [u8; 0] = [];
                 let ok = if mode == SealMode::Encrypted {
                     let cipher = keys.groups.get(&group).ok_or(DropReason::Unauthenticated)?;
                     let (head, rest) = datagram.split_at_mut(HEADER_LEN);
-                    cipher.decrypt_inout_detached(&n, head, (&mut rest[..body_len]).into(), &tag).is_ok()
+                    cipher
+                        .decrypt_inout_detached(&n, head, (&mut rest[..body_len]).into(), &tag)
+                        .is_ok()
                 } else {
                     let cipher = keys.system.as_ref().ok_or(DropReason::Unauthenticated)?;
-                    cipher.decrypt_inout_detached(&n, &datagram[..len], (&mut empty[..]).into(), &tag).is_ok()
+                    cipher
+                        .decrypt_inout_detached(&n, &datagram[..len], (&mut empty[..]).into(), &tag)
+                        .is_ok()
                 };
                 if !ok {
                     return Err(DropReason::AuthFailed);
@@ -231,7 +250,14 @@ mod tests {
         let mut buf = vec![0u8; 1500];
         let mut w = PacketWriter::new(&mut buf, 1500, mode.trailer_len());
         assert!(w.push_msg(false, false, 1, payload));
-        let len = w.finish(PacketKind::Group, ViewId(1), group, MemberId::new(7, 1), pn, mode.flags());
+        let len = w.finish(
+            PacketKind::Group,
+            ViewId(1),
+            group,
+            MemberId::new(7, 1),
+            pn,
+            mode.flags(),
+        );
         let len = Sealer::seal(keys, mode, &mut buf, len);
         buf.truncate(len);
         buf
@@ -243,7 +269,10 @@ mod tests {
         let mut d = build(&keys, GroupId(1), 1, b"payload");
         assert!(Sealer::open(&keys, &mut d.clone()).is_ok());
         d[45] ^= 1;
-        assert_eq!(Sealer::open(&keys, &mut d).unwrap_err(), DropReason::BadChecksum);
+        assert_eq!(
+            Sealer::open(&keys, &mut d).unwrap_err(),
+            DropReason::BadChecksum
+        );
     }
 
     #[test]
@@ -256,15 +285,27 @@ mod tests {
         assert_eq!(&d[body][12..], b"payload");
         let mut forged = d.clone();
         forged[50] ^= 0x40;
-        assert_eq!(Sealer::open(&keys, &mut forged).unwrap_err(), DropReason::AuthFailed);
+        assert_eq!(
+            Sealer::open(&keys, &mut forged).unwrap_err(),
+            DropReason::AuthFailed
+        );
         let mut truncated = d.clone();
         truncated.pop();
-        assert_eq!(Sealer::open(&keys, &mut truncated).unwrap_err(), DropReason::BadLength);
+        assert_eq!(
+            Sealer::open(&keys, &mut truncated).unwrap_err(),
+            DropReason::BadLength
+        );
         let plain = build(&Keys::default(), GroupId(1), 5, b"payload");
-        assert_eq!(Sealer::open(&keys, &mut plain.clone()).unwrap_err(), DropReason::Unauthenticated);
+        assert_eq!(
+            Sealer::open(&keys, &mut plain.clone()).unwrap_err(),
+            DropReason::Unauthenticated
+        );
         let mut other = Keys::default();
         other.set_system_key(Some(&[4u8; 32]));
-        assert_eq!(Sealer::open(&other, &mut d.clone()).unwrap_err(), DropReason::AuthFailed);
+        assert_eq!(
+            Sealer::open(&other, &mut d.clone()).unwrap_err(),
+            DropReason::AuthFailed
+        );
     }
 
     #[test]
@@ -278,7 +319,10 @@ mod tests {
         assert_eq!(&opened[body][12..], b"secret payload bytes");
         let mut no_key = Keys::default();
         no_key.set_system_key(Some(&[1u8; 32]));
-        assert_eq!(Sealer::open(&no_key, &mut d.clone()).unwrap_err(), DropReason::Unauthenticated);
+        assert_eq!(
+            Sealer::open(&no_key, &mut d.clone()).unwrap_err(),
+            DropReason::Unauthenticated
+        );
     }
 
     proptest::proptest! {

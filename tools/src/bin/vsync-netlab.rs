@@ -55,7 +55,7 @@ enum Cmd {
     /// Create a lab, run a command once per host in parallel, tear down, exit with the
     /// worst status. Placeholders in the command: {host} (namespace), {addr}, {index}
     /// (0-based), {num} (1-based), {hosts} (count), {addrs} (comma-separated), {iface},
-    /// {group} (239.77.<lab>.1), {prefix}.
+    /// {group} (239.77.LAB.1), {prefix}.
     Run {
         #[command(flatten)]
         lab: LabArgs,
@@ -153,7 +153,7 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct LabArgs {
-    /// Namespace prefix ([a-z0-9-], starts with a letter). `run` defaults to vnl<pid>.
+    /// Namespace prefix ([a-z0-9-], starts with a letter). `run` defaults to vnlPID.
     #[arg(long)]
     prefix: Option<String>,
     /// Number of hosts.
