@@ -5,3 +5,5 @@
 //! (System, Group, View, the Send and Query families) is built on top of it.
 
 pub use vsync_dataplane as dataplane;
+
+pub mod marshal;

@@ -1,0 +1,1 @@
+//! Marshalling of typed argument lists (being built).
