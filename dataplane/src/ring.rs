@@ -30,7 +30,8 @@
 //! # Layout
 //!
 //! The ring is one power-of-two buffer (at least [`MIN_CAPACITY`] bytes, page aligned,
-//! allocated and pre-faulted once in [`channel`]). Two monotonically increasing byte
+//! mapped once in [`channel`] as anonymous memory: zero filled lazily by the kernel, so a
+//! large ring costs resident memory only for the pages records have actually reached). Two monotonically increasing byte
 //! positions, `tail` (written only by the producer) and `head` (written only by the
 //! consumer), each live on their own cache line; the bytes in `[head, tail)` are committed
 //! and not yet released, `tail - head <= capacity` always. Each half keeps a private cached
@@ -70,6 +71,7 @@ use std::alloc::{self, Layout};
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -92,6 +94,7 @@ pub const MAX_CAPACITY: usize = 1
 pub const RECORD_HEADER: usize = 8;
 
 /// Alignment of the ring buffer itself (a page, so the buffer never shares a page).
+/// Anonymous mappings are page aligned by construction; this is checked in [`channel`].
 const BUFFER_ALIGN: usize = 4096;
 
 const TAG_RECORD: u32 = 0x5245_4331; // "REC1"
@@ -164,8 +167,9 @@ struct Shared {
     head: CachePadded<AtomicUsize>,
     /// Read-mostly line: set once each, when a half is dropped.
     closed: CachePadded<ClosedFlags>,
-    buf: NonNull<u8>,
-    cap: usize,
+    /// The anonymous mapping that backs the buffer; both halves point into it, and it is
+    /// unmapped when the last half is gone.
+    _memory: memmap2::MmapMut,
 }
 
 struct ClosedFlags {
@@ -173,13 +177,10 @@ struct ClosedFlags {
     consumer: AtomicBool,
 }
 
-// SAFETY: `Shared` owns its buffer (freed only in `Drop`, when the last `Arc` goes away).
-// The atomics are thread safe, and the buffer bytes are only touched through the single
-// `Producer` (bytes in `[tail, head + cap)`) and the single `Consumer` (bytes in
-// `[head, tail)`), which are disjoint and handed over with Release/Acquire on `tail`/`head`.
-unsafe impl Send for Shared {}
-// SAFETY: see `Send` above; `&Shared` only gives access to atomics and immutable fields.
-unsafe impl Sync for Shared {}
+// `Shared` is `Send + Sync` on its own (atomics and the mapping). The buffer bytes are only
+// touched through the single `Producer` (bytes in `[tail, head + cap)`) and the single
+// `Consumer` (bytes in `[head, tail)`), which are disjoint and handed over with
+// Release/Acquire on `tail`/`head`; see their `Send` impls.
 
 impl Shared {
     fn layout(cap: usize) -> Layout {
@@ -187,22 +188,19 @@ impl Shared {
     }
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // SAFETY: `buf` was allocated in `channel` with exactly this layout and is freed
-        // only here, once, when both halves (and thus every borrow of the buffer) are gone.
-        unsafe { alloc::dealloc(self.buf.as_ptr(), Self::layout(self.cap)) }
-    }
-}
-
 /// Creates a ring and returns its two halves.
 ///
 /// `capacity_bytes` is rounded up to a power of two, at least [`MIN_CAPACITY`]. The buffer is
-/// allocated once, here, page aligned and zero filled (which also pre-faults every page, so
-/// the hot path takes no page faults); nothing is allocated per message afterwards.
+/// allocated once, here, as an anonymous private mapping: page aligned and zero filled
+/// *lazily* (no page is touched here, so a 64 MiB ring costs resident memory only as records
+/// reach its pages; each page takes one minor fault the first time the producer writes it).
+/// Nothing is allocated per message afterwards.
+///
+/// (`std::alloc::alloc_zeroed` is not used: for a page-aligned layout the system allocator
+/// falls back to `alloc` + `memset`, which touches every page.)
 ///
 /// Errors with [`RingError::TooLarge`] if the rounded capacity would exceed
-/// [`MAX_CAPACITY`]. Aborts, like `Vec`, if the allocation itself fails.
+/// [`MAX_CAPACITY`]. Aborts, like `Vec`, if the memory cannot be mapped.
 pub fn channel(capacity_bytes: usize) -> Result<(Producer, Consumer), RingError> {
     let too_large = RingError::TooLarge {
         len: capacity_bytes,
@@ -216,14 +214,18 @@ pub fn channel(capacity_bytes: usize) -> Result<(Producer, Consumer), RingError>
         return Err(too_large);
     }
     let layout = Shared::layout(cap);
-    // SAFETY: the layout has a non-zero size (cap >= MIN_CAPACITY).
-    let raw = unsafe { alloc::alloc(layout) };
-    let Some(buf) = NonNull::new(raw) else {
+    // An anonymous mapping is zero filled by the kernel on first touch: every byte reads as
+    // initialized (claims hand out `&mut [u8]` over it) without being written here.
+    let Ok(mut memory) = memmap2::MmapMut::map_anon(cap) else {
         alloc::handle_alloc_error(layout)
     };
-    // SAFETY: `buf` points to `cap` freshly allocated, writable bytes. Zeroing makes every
-    // byte initialized (claims hand out `&mut [u8]` over it) and touches every page.
-    unsafe { std::ptr::write_bytes(buf.as_ptr(), 0, cap) };
+    let Some(buf) = NonNull::new(memory.as_mut_ptr()) else {
+        alloc::handle_alloc_error(layout)
+    };
+    assert!(
+        (buf.as_ptr() as usize).is_multiple_of(BUFFER_ALIGN),
+        "anonymous mappings are page aligned"
+    );
     let shared = Arc::new(Shared {
         tail: CachePadded(AtomicUsize::new(0)),
         head: CachePadded(AtomicUsize::new(0)),
@@ -231,8 +233,7 @@ pub fn channel(capacity_bytes: usize) -> Result<(Producer, Consumer), RingError>
             producer: AtomicBool::new(false),
             consumer: AtomicBool::new(false),
         }),
-        buf,
-        cap,
+        _memory: memory,
     });
     let producer = Producer {
         shared: Arc::clone(&shared),
@@ -752,6 +753,17 @@ impl Record<'_> {
     /// Frees the record's ring space (same as dropping it).
     #[inline]
     pub fn release(self) {}
+
+    /// Leaves the record in the ring, unread: the next [`Consumer::try_read`] returns it
+    /// again and its space stays taken. For a consumer that looked at a record and cannot
+    /// act on it yet (an engine whose protocol said "would block"), so the ring itself
+    /// carries the backpressure to the producer.
+    #[inline]
+    pub fn unread(self) {
+        // Skipping `Drop` is exactly "do not release": the record holds only a borrow and
+        // plain position data, so nothing leaks.
+        let _ = ManuallyDrop::new(self);
+    }
 }
 
 impl Deref for Record<'_> {
@@ -1038,6 +1050,45 @@ mod tests {
         assert_eq!(p.tail & p.mask, 0);
         assert_eq!(p.free_bytes(), 4096 - 80);
         assert_eq!(&c.try_read().unwrap()[..], &pattern(72, 5)[..]);
+    }
+
+    #[test]
+    fn unread_record_is_read_again() {
+        let (mut p, mut c) = channel(4096).unwrap();
+        advance_to(&mut p, &mut c, 4096 - 16);
+        send(&mut p, &pattern(1200, 3)); // wraps behind a PAD
+        send(&mut p, b"next");
+        let r = c.try_read().unwrap();
+        assert_eq!(&r[..], &pattern(1200, 3)[..]);
+        r.unread();
+        assert_eq!(p.free_bytes(), 4096 - 16 - footprint(1200) - footprint(4));
+        assert_eq!(&c.try_read().unwrap()[..], &pattern(1200, 3)[..]);
+        assert_eq!(&c.try_read().unwrap()[..], b"next");
+        assert!(c.try_read().is_none());
+        assert_eq!(p.free_bytes(), 4096);
+    }
+
+    #[test]
+    fn large_ring_is_lazily_backed() {
+        fn rss_kib() -> Option<usize> {
+            let status = std::fs::read_to_string("/proc/self/status").ok()?;
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        }
+        let Some(before) = rss_kib() else { return };
+        let (mut p, mut c) = channel(256 << 20).unwrap();
+        let after = rss_kib().unwrap();
+        // Other test threads allocate concurrently, so allow generous slack; pre-faulting
+        // would add 256 MiB.
+        assert!(
+            after < before + (64 << 10),
+            "RSS grew from {before} KiB to {after} KiB"
+        );
+        // The memory reads as zeros and works normally.
+        let claim = p.try_claim(1 << 20).unwrap();
+        assert!(claim.iter().all(|&b| b == 0));
+        claim.commit();
+        assert_eq!(c.try_read().unwrap().len(), 1 << 20);
     }
 
     #[test]
