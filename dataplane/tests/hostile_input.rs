@@ -16,14 +16,23 @@ use zerocopy::IntoBytes;
 const GROUP: GroupId = GroupId(3);
 
 fn endpoint(key: bool) -> Endpoint<impl FnMut(&Delivery<'_>) -> bool> {
-    let cfg = ProtocolConfig { max_message_bytes: 1 << 20, send_buffer_bytes: 1 << 20, ..ProtocolConfig::default() };
+    let cfg = ProtocolConfig {
+        max_message_bytes: 1 << 20,
+        send_buffer_bytes: 1 << 20,
+        ..ProtocolConfig::default()
+    };
     let mut e = Endpoint::new(cfg, MemberId::new(1, 1), 1, 7, |_: &Delivery<'_>| true);
     if key {
         e.set_system_key(Some(&[5u8; 32]));
     }
     e.join(
         GROUP,
-        GroupSpec { view: ViewId(1), members: vec![MemberId::new(1, 1), MemberId::new(2, 1)], multicast: true, key: None },
+        GroupSpec {
+            view: ViewId(1),
+            members: vec![MemberId::new(1, 1), MemberId::new(2, 1)],
+            multicast: true,
+            key: None,
+        },
     );
     e
 }
@@ -165,21 +174,34 @@ fn forged_and_replayed_packets_are_rejected() {
     assert_eq!(e.stats().messages_delivered, 1);
     // Replay of the same authenticated datagram.
     e.handle_datagram(Timestamp::ZERO, from(), &mut good.clone());
-    assert_eq!(e.drops().get(vsync_dataplane::wire::DropReason::Replayed), 1);
+    assert_eq!(
+        e.drops().get(vsync_dataplane::wire::DropReason::Replayed),
+        1
+    );
     // Forged: a bit flipped in the body.
     let mut forged = sealed(&keys, 1, 1, &body, 101);
     forged[HEADER_LEN + 12] ^= 1;
     e.handle_datagram(Timestamp::ZERO, from(), &mut forged);
-    assert_eq!(e.drops().get(vsync_dataplane::wire::DropReason::AuthFailed), 1);
+    assert_eq!(
+        e.drops().get(vsync_dataplane::wire::DropReason::AuthFailed),
+        1
+    );
     // Truncated.
     let mut truncated = sealed(&keys, 1, 1, &body, 102);
     truncated.truncate(truncated.len() - 3);
     e.handle_datagram(Timestamp::ZERO, from(), &mut truncated);
-    assert_eq!(e.drops().get(vsync_dataplane::wire::DropReason::BadLength), 1);
+    assert_eq!(
+        e.drops().get(vsync_dataplane::wire::DropReason::BadLength),
+        1
+    );
     // Unauthenticated (checksum mode) when a key is required.
     let plain = sealed(&Keys::default(), 1, 1, &body, 103);
     e.handle_datagram(Timestamp::ZERO, from(), &mut plain.clone());
-    assert_eq!(e.drops().get(vsync_dataplane::wire::DropReason::Unauthenticated), 1);
+    assert_eq!(
+        e.drops()
+            .get(vsync_dataplane::wire::DropReason::Unauthenticated),
+        1
+    );
     assert_eq!(e.stats().messages_delivered, 1);
     let _ = SealMode::Checksum;
 }

@@ -10,6 +10,7 @@
 //! Benchmark harness:
 //! * [`transport`] — the [`transport::BenchTransport`] seam and per-mode constructors.
 //! * [`raw`] — the raw UDP multicast baseline (`sendmmsg` / `recvmmsg`, non-blocking).
+//! * [`reliable`] — the vsync data plane as a benchmark transport (embedded node per member).
 //! * [`payload`] — the message layout and the machine-wide monotonic clock.
 //! * [`member`] — one member's paced event loop and delivery accounting.
 //! * [`loopback`] — all members as threads on 127.0.0.1.
@@ -28,6 +29,7 @@ pub mod member;
 pub mod netlab;
 pub mod payload;
 pub mod raw;
+pub mod reliable;
 pub mod report;
 pub mod signals;
 pub mod transport;

@@ -8,12 +8,8 @@
 //!
 //! * [`Mode::Raw`] — [`crate::raw::RawTransport`]: plain UDP/IP multicast (or unicast
 //!   fan-out), one datagram per message, no recovery; loss is only counted.
-//! * [`Mode::Reliable`] — the vsync data plane. Not wired in yet: [`open_reliable`]
-//!   returns an `Unsupported` error. To plug it in, implement [`BenchTransport`] over a
-//!   data-plane node (deliver in per-sender FIFO order, report NAK / retransmit / drop
-//!   counters through [`BenchTransport::counters`], return `WouldBlock` when flow control
-//!   says so, and make [`BenchTransport::pending`] count unacknowledged / unstable
-//!   messages so the harness keeps draining until they are resolved).
+//! * [`Mode::Reliable`] — the vsync data plane, [`crate::reliable::ReliableTransport`]: one
+//!   embedded node per member, driven by the member's thread.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -97,7 +93,7 @@ pub struct TransportConfig {
 
 /// One member's view of the transport under test. All calls are non-blocking except
 /// [`BenchTransport::wait`].
-pub trait BenchTransport: Send {
+pub trait BenchTransport {
     /// Offers one message (the full benchmark payload). `Sent` means accepted.
     fn try_send(&mut self, payload: &[u8]) -> io::Result<SendOutcome>;
 
@@ -123,18 +119,11 @@ pub trait BenchTransport: Send {
     fn counters(&self) -> BTreeMap<String, u64>;
 }
 
-/// The message [`open_reliable`] fails with until the data plane is wired in.
-pub const RELIABLE_NOT_BUILT: &str = "reliable mode is not built yet: the vsync data-plane \
-     transport has not been wired into vsync-bench (see vsync_tools::transport::open_reliable)";
-
 /// Checks, without opening sockets, whether `mode` can run in this build.
 pub fn available(mode: Mode) -> io::Result<()> {
     match mode {
         Mode::Raw => Ok(()),
-        Mode::Reliable => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            RELIABLE_NOT_BUILT,
-        )),
+        Mode::Reliable => Ok(()),
     }
 }
 
@@ -146,11 +135,7 @@ pub fn open(mode: Mode, cfg: &TransportConfig) -> io::Result<Box<dyn BenchTransp
     }
 }
 
-/// Constructor for [`Mode::Reliable`]: the vsync data plane. Not built yet — always
-/// returns an `Unsupported` error carrying [`RELIABLE_NOT_BUILT`].
-pub fn open_reliable(_cfg: &TransportConfig) -> io::Result<Box<dyn BenchTransport>> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        RELIABLE_NOT_BUILT,
-    ))
+/// Constructor for [`Mode::Reliable`]: the vsync data plane ([`crate::reliable`]).
+pub fn open_reliable(cfg: &TransportConfig) -> io::Result<Box<dyn BenchTransport>> {
+    Ok(Box::new(crate::reliable::ReliableTransport::open(cfg)?))
 }

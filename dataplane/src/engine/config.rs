@@ -52,7 +52,7 @@ pub enum IdleStrategy {
 }
 
 /// Everything an [`crate::engine::Engine`] needs to open its sockets and size its batches.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EngineConfig {
     /// Which backend to run (env `VSYNC_ENGINE`).
     pub backend: BackendChoice,
@@ -87,6 +87,10 @@ pub struct EngineConfig {
     /// Each buffer holds one datagram, or one GRO train when `gro` is on (≈ 64 KiB each).
     /// Default 128.
     pub recv_buffers: usize,
+    /// Test and benchmark aid: drop this fraction (0.0..=1.0) of received datagrams before the
+    /// protocol sees them, like a lossy network (Aeron's loss interceptor). 0 in production.
+    /// Env `VSYNC_RX_LOSS_PCT` (percent).
+    pub rx_loss: f64,
 }
 
 impl Default for EngineConfig {
@@ -104,6 +108,7 @@ impl Default for EngineConfig {
             idle: IdleStrategy::Park,
             batch: 64,
             recv_buffers: 128,
+            rx_loss: 0.0,
         }
     }
 }
@@ -191,11 +196,29 @@ impl EngineConfig {
                 }
             };
         }
+        if let Some((variable, raw, value)) = get("VSYNC_RX_LOSS_PCT") {
+            config.rx_loss = match value.parse::<f64>() {
+                Ok(pct) if (0.0..=100.0).contains(&pct) => pct / 100.0,
+                _ => {
+                    return Err(ConfigError {
+                        variable,
+                        value: raw,
+                        expected: "a percentage in 0..=100",
+                    })
+                }
+            };
+        }
         Ok(config)
     }
 
     /// Checks ranges; the message names the field, its value and the accepted range.
     pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.rx_loss) {
+            return Err(format!(
+                "rx_loss={}: expected a fraction in 0..=1",
+                self.rx_loss
+            ));
+        }
         if !(576..=65507).contains(&self.mtu) {
             return Err(format!("mtu={}: expected 576..=65507", self.mtu));
         }

@@ -111,6 +111,7 @@ pub struct Engine {
     local_addr: SocketAddrV4,
     uring_fallback: Option<String>,
     stalled: Option<String>,
+    loss_rng: crate::rng::Rng,
     _single_thread: PhantomData<*mut ()>,
 }
 
@@ -197,6 +198,7 @@ impl Engine {
             local_addr,
             uring_fallback,
             stalled: None,
+            loss_rng: crate::rng::Rng::new(u64::from(local_addr.port()) ^ 0x1055),
             _single_thread: PhantomData,
         })
     }
@@ -332,11 +334,21 @@ impl Engine {
     /// happened at all).
     fn cycle<P: Protocol>(&mut self, protocol: &mut P) -> Result<(usize, bool), EngineError> {
         let now = self.clock.now();
-        let mut sink = |from, datagram: &mut [u8]| protocol.handle_datagram(now, from, datagram);
+        let loss = self.config.rx_loss;
+        let rng = &mut self.loss_rng;
+        let mut injected = 0u64;
+        let mut sink = |from, datagram: &mut [u8]| {
+            if loss > 0.0 && rng.chance(loss) {
+                injected += 1;
+                return;
+            }
+            protocol.handle_datagram(now, from, datagram)
+        };
         let received = match &mut self.backend {
             Backend::Uring(b) => b.receive(&self.sockets, &mut self.stats, &mut sink)?,
             Backend::Portable(b) => b.receive(&self.sockets, &mut self.stats, &mut sink)?,
         };
+        self.stats.injected_drops += injected;
         let now = self.clock.now();
         let mut fired = false;
         if protocol

@@ -8,6 +8,8 @@ pub struct EngineStats {
     pub datagrams_sent: u64,
     /// Datagrams passed to `Protocol::handle_datagram` (each GRO segment counts as one).
     pub datagrams_received: u64,
+    /// Received datagrams dropped by the configured loss injection (`rx_loss`).
+    pub injected_drops: u64,
     /// Payload bytes of `datagrams_sent`.
     pub bytes_sent: u64,
     /// Payload bytes of `datagrams_received`.

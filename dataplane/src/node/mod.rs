@@ -98,7 +98,7 @@ pub const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(2);
 const COMMAND_QUEUE: usize = 64;
 
 /// Everything a node needs to start.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NodeConfig {
     /// This member.
     pub me: MemberId,

@@ -1,0 +1,3 @@
+//! Criterion benches of the marshalling layer (being written).
+
+fn main() {}

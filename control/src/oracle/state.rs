@@ -1,0 +1,994 @@
+//! The oracle's replicated state machine ([`OracleState`]): processes with their incarnations
+//! and liveness, groups with their stable ids, signatures, policies and current views, and
+//! the Dr. Multicast mapping.
+//!
+//! Every replica applies the same [`Request`]s in the same (log) order and therefore holds the
+//! same state and emits the same [`Event`]s. To keep that true the state machine is
+//! deterministic by construction: ordered maps only (`BTreeMap`/`BTreeSet`), no clocks, no
+//! randomness, no hashing with per-process seeds, and a refused command changes nothing
+//! (every command is validated completely before anything is mutated).
+//!
+//! # View rules
+//!
+//! * A group's first view has id 1 and holds its creator. Each membership change produces
+//!   **one** new view per affected group per command (a batch of joins and leaves is one
+//!   view), with id = previous + 1.
+//! * `members` lists survivors in their previous order followed by joiners in request order,
+//!   so rank (the index) is join order and a member's rank never increases.
+//! * A group whose last member leaves or fails terminates; its last view id is remembered so
+//!   a later group of the same name continues the view numbering (no stale view is ever
+//!   confused with a new one).
+//! * A failed or superseded incarnation is removed from every group and stays excluded
+//!   forever: any later request naming it is refused as [`CommandError::Poisoned`] /
+//!   [`CommandError::StaleIncarnation`], and [`OracleState::member_status`] tells a driver to
+//!   answer its packets with a poison notice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+
+use vsync_dataplane::{GroupId, MemberId, ViewId};
+
+use super::command::{
+    group_id, Command, CommandError, Event, FailureReason, GroupJoin, GroupLeave, Request,
+    Signature, View, MAX_GROUP_NAME,
+};
+use crate::drmc::{self, GroupLoad, McParams, McPolicy};
+
+/// Liveness of a registered process incarnation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessStatus {
+    /// Alive and allowed in groups.
+    Alive,
+    /// Declared failed; excluded for good.
+    Failed(FailureReason),
+}
+
+/// What the oracle knows about one process (by process number).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessRecord {
+    /// The current (latest registered) incarnation.
+    pub incarnation: u32,
+    /// Its liveness.
+    pub status: ProcessStatus,
+    /// Its data-plane address, if registered with one.
+    pub addr: Option<SocketAddr>,
+    /// Groups the current incarnation belongs to.
+    pub groups: BTreeSet<GroupId>,
+}
+
+impl ProcessRecord {
+    /// The current incarnation as a member address.
+    pub fn member(&self, process: u32) -> MemberId {
+        MemberId::new(process, self.incarnation)
+    }
+}
+
+/// What the oracle knows about one group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// The group's name (its id is the hash of it).
+    pub name: String,
+    /// The signature joiners must match.
+    pub signature: Signature,
+    /// IP-multicast preference.
+    pub policy: McPolicy,
+    /// The current view.
+    pub view: View,
+    /// Last reported traffic rate (messages/s).
+    pub traffic: u64,
+    /// Physical IP-multicast address, `None` for unicast fan-out.
+    pub mcast: Option<Ipv4Addr>,
+}
+
+/// How the oracle regards a member address that sent something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberStatus {
+    /// The current, live incarnation.
+    Alive,
+    /// Excluded: it must be told it was poisoned and restart under a new incarnation.
+    Poisoned(FailureReason),
+    /// An incarnation older than the current one (also to be poisoned).
+    Stale {
+        /// The current incarnation.
+        current: MemberId,
+    },
+    /// Never registered (or a newer incarnation not yet registered).
+    Unknown,
+}
+
+/// The replicated membership state. See the module docs for its rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OracleState {
+    processes: BTreeMap<u32, ProcessRecord>,
+    groups: BTreeMap<GroupId, GroupRecord>,
+    /// Last view id of terminated groups, so a re-created group continues the numbering.
+    retired: BTreeMap<GroupId, ViewId>,
+    /// Last applied request number per client (duplicate suppression).
+    clients: BTreeMap<u64, u64>,
+    /// Dr. Multicast parameters, once set.
+    mc_params: Option<McParams>,
+    /// Requests applied (accepted or refused).
+    applied: u64,
+}
+
+/// Pending membership change of one group within one command.
+#[derive(Default)]
+struct Delta {
+    joined: Vec<MemberId>,
+    left: BTreeSet<MemberId>,
+}
+
+impl OracleState {
+    /// An empty state: no processes, no groups, no multicast mapping.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests applied so far (accepted or refused).
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// A group's record.
+    pub fn group(&self, group: GroupId) -> Option<&GroupRecord> {
+        self.groups.get(&group)
+    }
+
+    /// A group's current view.
+    pub fn view(&self, group: GroupId) -> Option<&View> {
+        self.groups.get(&group).map(|g| &g.view)
+    }
+
+    /// All groups, in id order.
+    pub fn groups(&self) -> impl Iterator<Item = (&GroupId, &GroupRecord)> {
+        self.groups.iter()
+    }
+
+    /// A process's record.
+    pub fn process(&self, process: u32) -> Option<&ProcessRecord> {
+        self.processes.get(&process)
+    }
+
+    /// All processes, in process-number order.
+    pub fn processes(&self) -> impl Iterator<Item = (&u32, &ProcessRecord)> {
+        self.processes.iter()
+    }
+
+    /// The Dr. Multicast parameters in force, if set.
+    pub fn mc_params(&self) -> Option<&McParams> {
+        self.mc_params.as_ref()
+    }
+
+    /// How the oracle regards `member` (e.g. to answer a heartbeat with a poison notice).
+    pub fn member_status(&self, member: MemberId) -> MemberStatus {
+        let Some(rec) = self.processes.get(&member.process()) else {
+            return MemberStatus::Unknown;
+        };
+        match member.incarnation().cmp(&rec.incarnation) {
+            std::cmp::Ordering::Less => MemberStatus::Stale {
+                current: rec.member(member.process()),
+            },
+            std::cmp::Ordering::Greater => MemberStatus::Unknown,
+            std::cmp::Ordering::Equal => match rec.status {
+                ProcessStatus::Alive => MemberStatus::Alive,
+                ProcessStatus::Failed(reason) => MemberStatus::Poisoned(reason),
+            },
+        }
+    }
+
+    /// Applies one logged request: duplicate suppression by `(client, seq)`, then
+    /// [`OracleState::apply`]. The request counts as decided (its `seq` is recorded) whether
+    /// the command was accepted or refused.
+    pub fn apply_request(&mut self, req: &Request) -> Result<Vec<Event>, CommandError> {
+        self.applied += 1;
+        if req.client != 0 {
+            let last = self.clients.get(&req.client).copied().unwrap_or(0);
+            if req.seq <= last {
+                return Err(CommandError::Duplicate {
+                    client: req.client,
+                    seq: req.seq,
+                    last,
+                });
+            }
+            self.clients.insert(req.client, req.seq);
+        }
+        self.apply_command(&req.command)
+    }
+
+    /// Applies one command. On error nothing changed.
+    pub fn apply(&mut self, cmd: &Command) -> Result<Vec<Event>, CommandError> {
+        self.applied += 1;
+        self.apply_command(cmd)
+    }
+
+    fn apply_command(&mut self, cmd: &Command) -> Result<Vec<Event>, CommandError> {
+        let mut events = Vec::new();
+        let mut deltas: BTreeMap<GroupId, Delta> = BTreeMap::new();
+        let mut membership_changed = false;
+        match cmd {
+            Command::RegisterProcess { member, addr } => {
+                let process = member.process();
+                match self.processes.get(&process) {
+                    Some(rec) if rec.incarnation == member.incarnation() => {
+                        return match rec.status {
+                            // Re-registration of the live incarnation: idempotent.
+                            ProcessStatus::Alive => Ok(events),
+                            ProcessStatus::Failed(reason) => Err(CommandError::Poisoned {
+                                member: *member,
+                                reason,
+                            }),
+                        };
+                    }
+                    Some(rec) if rec.incarnation > member.incarnation() => {
+                        return Err(CommandError::StaleIncarnation {
+                            member: *member,
+                            current: rec.member(process),
+                        });
+                    }
+                    Some(rec) => {
+                        if rec.status == ProcessStatus::Alive {
+                            let old = rec.member(process);
+                            let reason = FailureReason::Superseded { by: *member };
+                            for g in &rec.groups {
+                                deltas.entry(*g).or_default().left.insert(old);
+                            }
+                            events.push(Event::Poisoned {
+                                member: old,
+                                reason,
+                            });
+                        }
+                    }
+                    None => {}
+                }
+                self.commit_deltas(std::mem::take(&mut deltas), &mut events);
+                membership_changed = true;
+                self.processes.insert(
+                    process,
+                    ProcessRecord {
+                        incarnation: member.incarnation(),
+                        status: ProcessStatus::Alive,
+                        addr: *addr,
+                        groups: BTreeSet::new(),
+                    },
+                );
+                events.push(Event::ProcessRegistered { member: *member });
+            }
+            Command::CreateGroup {
+                name,
+                signature,
+                policy,
+                creator,
+            } => {
+                if name.is_empty() || name.len() > MAX_GROUP_NAME {
+                    return Err(CommandError::InvalidName { len: name.len() });
+                }
+                let group = group_id(name);
+                if let Some(existing) = self.groups.get(&group) {
+                    return Err(if existing.name == *name {
+                        CommandError::GroupExists {
+                            group,
+                            name: name.clone(),
+                        }
+                    } else {
+                        CommandError::NameCollision {
+                            group,
+                            existing: existing.name.clone(),
+                            requested: name.clone(),
+                        }
+                    });
+                }
+                self.check_alive(*creator)?;
+                let id = self
+                    .retired
+                    .remove(&group)
+                    .map_or(ViewId(1), |last| ViewId(last.0.wrapping_add(1)));
+                let view = View {
+                    group,
+                    id,
+                    members: vec![*creator],
+                    joined: vec![*creator],
+                    left: Vec::new(),
+                };
+                self.groups.insert(
+                    group,
+                    GroupRecord {
+                        name: name.clone(),
+                        signature: signature.clone(),
+                        policy: *policy,
+                        view: view.clone(),
+                        traffic: 0,
+                        mcast: None,
+                    },
+                );
+                if let Some(p) = self.processes.get_mut(&creator.process()) {
+                    p.groups.insert(group);
+                }
+                events.push(Event::NewView(view));
+                membership_changed = true;
+            }
+            Command::Join {
+                group,
+                member,
+                signature,
+            } => {
+                let join = GroupJoin {
+                    group: *group,
+                    signature: signature.clone(),
+                    members: vec![*member],
+                };
+                self.validate_join(&join)?;
+                deltas.entry(*group).or_default().joined.push(*member);
+            }
+            Command::Leave { group, member } => {
+                let leave = GroupLeave {
+                    group: *group,
+                    members: vec![*member],
+                };
+                self.validate_leave(&leave)?;
+                deltas.entry(*group).or_default().left.insert(*member);
+            }
+            Command::Terminate { group } => {
+                if !self.groups.contains_key(group) {
+                    return Err(CommandError::UnknownGroup { group: *group });
+                }
+                self.terminate(*group, &mut events);
+                membership_changed = true;
+            }
+            Command::MultiJoin { joins } => {
+                if joins.is_empty() {
+                    return Err(CommandError::BadBatch {
+                        reason: "MultiJoin lists no groups".into(),
+                    });
+                }
+                let mut seen = BTreeSet::new();
+                for (index, join) in joins.iter().enumerate() {
+                    if !seen.insert(join.group) {
+                        return Err(CommandError::InBatch {
+                            index,
+                            error: Box::new(CommandError::BadBatch {
+                                reason: format!("group {} listed twice", join.group),
+                            }),
+                        });
+                    }
+                    self.validate_join(join)
+                        .map_err(|error| CommandError::InBatch {
+                            index,
+                            error: Box::new(error),
+                        })?;
+                }
+                for join in joins {
+                    deltas
+                        .entry(join.group)
+                        .or_default()
+                        .joined
+                        .extend_from_slice(&join.members);
+                }
+            }
+            Command::MultiLeave { leaves } => {
+                if leaves.is_empty() {
+                    return Err(CommandError::BadBatch {
+                        reason: "MultiLeave lists no groups".into(),
+                    });
+                }
+                let mut seen = BTreeSet::new();
+                for (index, leave) in leaves.iter().enumerate() {
+                    if !seen.insert(leave.group) {
+                        return Err(CommandError::InBatch {
+                            index,
+                            error: Box::new(CommandError::BadBatch {
+                                reason: format!("group {} listed twice", leave.group),
+                            }),
+                        });
+                    }
+                    self.validate_leave(leave)
+                        .map_err(|error| CommandError::InBatch {
+                            index,
+                            error: Box::new(error),
+                        })?;
+                }
+                for leave in leaves {
+                    deltas
+                        .entry(leave.group)
+                        .or_default()
+                        .left
+                        .extend(leave.members.iter().copied());
+                }
+            }
+            Command::ProcessFailed { member, reason } => {
+                match self.member_status(*member) {
+                    MemberStatus::Unknown => {
+                        return Err(CommandError::NotRegistered { member: *member })
+                    }
+                    MemberStatus::Stale { current } => {
+                        return Err(CommandError::StaleIncarnation {
+                            member: *member,
+                            current,
+                        })
+                    }
+                    // Already excluded: further reports change nothing.
+                    MemberStatus::Poisoned(_) => return Ok(events),
+                    MemberStatus::Alive => {}
+                }
+                if let Some(rec) = self.processes.get_mut(&member.process()) {
+                    rec.status = ProcessStatus::Failed(*reason);
+                    for g in &rec.groups {
+                        deltas.entry(*g).or_default().left.insert(*member);
+                    }
+                }
+                events.push(Event::Poisoned {
+                    member: *member,
+                    reason: *reason,
+                });
+            }
+            Command::SetPolicy { group, policy } => {
+                let rec = self
+                    .groups
+                    .get_mut(group)
+                    .ok_or(CommandError::UnknownGroup { group: *group })?;
+                rec.policy = *policy;
+                membership_changed = true;
+            }
+            Command::SetTraffic { rates } => {
+                for (group, rate) in rates {
+                    if let Some(rec) = self.groups.get_mut(group) {
+                        rec.traffic = *rate;
+                    }
+                }
+            }
+            Command::RemapMulticast { params } => {
+                params.validate().map_err(|e| CommandError::BadParams {
+                    reason: e.to_string(),
+                })?;
+                self.mc_params = Some(*params);
+                membership_changed = true;
+            }
+        }
+        if !deltas.is_empty() {
+            self.commit_deltas(deltas, &mut events);
+            membership_changed = true;
+        }
+        if membership_changed {
+            self.remap(&mut events);
+        }
+        Ok(events)
+    }
+
+    /// The member must be the current, live incarnation of a registered process.
+    fn check_alive(&self, member: MemberId) -> Result<(), CommandError> {
+        match self.member_status(member) {
+            MemberStatus::Alive => Ok(()),
+            MemberStatus::Unknown => Err(CommandError::NotRegistered { member }),
+            MemberStatus::Stale { current } => {
+                Err(CommandError::StaleIncarnation { member, current })
+            }
+            MemberStatus::Poisoned(reason) => Err(CommandError::Poisoned { member, reason }),
+        }
+    }
+
+    fn validate_join(&self, join: &GroupJoin) -> Result<(), CommandError> {
+        let rec = self
+            .groups
+            .get(&join.group)
+            .ok_or(CommandError::UnknownGroup { group: join.group })?;
+        if rec.signature.hash != join.signature.hash {
+            return Err(CommandError::SignatureMismatch {
+                group: join.group,
+                group_signature: rec.signature.clone(),
+                joiner_signature: join.signature.clone(),
+            });
+        }
+        if join.members.is_empty() {
+            return Err(CommandError::BadBatch {
+                reason: format!("no members listed for {}", join.group),
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for m in &join.members {
+            self.check_alive(*m)?;
+            if rec.view.members.contains(m) {
+                return Err(CommandError::AlreadyMember {
+                    group: join.group,
+                    member: *m,
+                });
+            }
+            if !seen.insert(*m) {
+                return Err(CommandError::BadBatch {
+                    reason: format!("{m} listed twice for {}", join.group),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_leave(&self, leave: &GroupLeave) -> Result<(), CommandError> {
+        let rec = self
+            .groups
+            .get(&leave.group)
+            .ok_or(CommandError::UnknownGroup { group: leave.group })?;
+        if leave.members.is_empty() {
+            return Err(CommandError::BadBatch {
+                reason: format!("no members listed for {}", leave.group),
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for m in &leave.members {
+            if !rec.view.members.contains(m) {
+                return Err(CommandError::NotMember {
+                    group: leave.group,
+                    member: *m,
+                });
+            }
+            if !seen.insert(*m) {
+                return Err(CommandError::BadBatch {
+                    reason: format!("{m} listed twice for {}", leave.group),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Installs one new view per group in `deltas` (terminating groups left empty).
+    fn commit_deltas(&mut self, deltas: BTreeMap<GroupId, Delta>, events: &mut Vec<Event>) {
+        for (group, delta) in deltas {
+            let Some(rec) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            let mut members: Vec<MemberId> = rec
+                .view
+                .members
+                .iter()
+                .copied()
+                .filter(|m| !delta.left.contains(m))
+                .collect();
+            // Only members actually present count as having left (in rank order).
+            let left: Vec<MemberId> = rec
+                .view
+                .members
+                .iter()
+                .copied()
+                .filter(|m| delta.left.contains(m))
+                .collect();
+            members.extend_from_slice(&delta.joined);
+            for m in &left {
+                if let Some(p) = self.processes.get_mut(&m.process()) {
+                    if p.incarnation == m.incarnation() {
+                        p.groups.remove(&group);
+                    }
+                }
+            }
+            if members.is_empty() {
+                self.terminate(group, events);
+                continue;
+            }
+            for m in &delta.joined {
+                if let Some(p) = self.processes.get_mut(&m.process()) {
+                    p.groups.insert(group);
+                }
+            }
+            let view = View {
+                group,
+                id: ViewId(rec.view.id.0.wrapping_add(1)),
+                members,
+                joined: delta.joined,
+                left,
+            };
+            rec.view = view.clone();
+            events.push(Event::NewView(view));
+        }
+    }
+
+    fn terminate(&mut self, group: GroupId, events: &mut Vec<Event>) {
+        if let Some(rec) = self.groups.remove(&group) {
+            for m in &rec.view.members {
+                if let Some(p) = self.processes.get_mut(&m.process()) {
+                    if p.incarnation == m.incarnation() {
+                        p.groups.remove(&group);
+                    }
+                }
+            }
+            self.retired.insert(group, rec.view.id);
+            events.push(Event::GroupTerminated {
+                group,
+                last_view: rec.view.id,
+            });
+        }
+    }
+
+    /// Recomputes the Dr. Multicast mapping (if parameters are set) and reports changes.
+    fn remap(&mut self, events: &mut Vec<Event>) {
+        let Some(params) = self.mc_params else {
+            return;
+        };
+        let loads: Vec<GroupLoad<'_>> = self
+            .groups
+            .iter()
+            .map(|(g, rec)| GroupLoad {
+                group: *g,
+                members: &rec.view.members,
+                traffic: rec.traffic,
+                policy: rec.policy,
+            })
+            .collect();
+        let previous: BTreeMap<GroupId, Ipv4Addr> = self
+            .groups
+            .iter()
+            .filter_map(|(g, rec)| rec.mcast.map(|a| (*g, a)))
+            .collect();
+        let next = drmc::assign(&loads, &params, &previous);
+        for (group, addr) in next {
+            if let Some(rec) = self.groups.get_mut(&group) {
+                if rec.mcast != addr {
+                    rec.mcast = addr;
+                    events.push(Event::McastAddress { group, addr });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oracle::command::tests::arb_command;
+    use proptest::prelude::*;
+
+    fn m(p: u32, i: u32) -> MemberId {
+        MemberId::new(p, i)
+    }
+
+    fn sig(s: &str) -> Signature {
+        Signature::from_text(s)
+    }
+
+    fn register(st: &mut OracleState, member: MemberId) {
+        st.apply(&Command::RegisterProcess { member, addr: None })
+            .unwrap();
+    }
+
+    fn create(st: &mut OracleState, name: &str, creator: MemberId) -> GroupId {
+        st.apply(&Command::CreateGroup {
+            name: name.into(),
+            signature: sig("S"),
+            policy: McPolicy::Auto,
+            creator,
+        })
+        .unwrap();
+        group_id(name)
+    }
+
+    fn views(events: &[Event]) -> Vec<&View> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::NewView(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn join_leave_views_follow_join_order() {
+        let mut st = OracleState::new();
+        for p in 1..=4 {
+            register(&mut st, m(p, 1));
+        }
+        let g = create(&mut st, "g", m(1, 1));
+        assert_eq!(st.view(g).unwrap().id, ViewId(1));
+        for p in 2..=4 {
+            st.apply(&Command::Join {
+                group: g,
+                member: m(p, 1),
+                signature: sig("S"),
+            })
+            .unwrap();
+        }
+        let v = st.view(g).unwrap();
+        assert_eq!(v.id, ViewId(4));
+        assert_eq!(v.members, vec![m(1, 1), m(2, 1), m(3, 1), m(4, 1)]);
+        let ev = st
+            .apply(&Command::Leave {
+                group: g,
+                member: m(2, 1),
+            })
+            .unwrap();
+        let v = views(&ev)[0];
+        assert_eq!(v.id, ViewId(5));
+        assert_eq!(v.members, vec![m(1, 1), m(3, 1), m(4, 1)]);
+        assert_eq!(v.left, vec![m(2, 1)]);
+        assert_eq!(v.rank_of(m(3, 1)), Some(1));
+    }
+
+    #[test]
+    fn signature_mismatch_is_refused_with_both_signatures() {
+        let mut st = OracleState::new();
+        register(&mut st, m(1, 1));
+        register(&mut st, m(2, 1));
+        let g = create(&mut st, "g", m(1, 1));
+        let err = st
+            .apply(&Command::Join {
+                group: g,
+                member: m(2, 1),
+                signature: sig("T"),
+            })
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, CommandError::SignatureMismatch { .. }));
+        assert!(text.contains("\"S\"") && text.contains("\"T\""), "{text}");
+        assert_eq!(
+            st.view(g).unwrap().members,
+            vec![m(1, 1)],
+            "nothing changed"
+        );
+    }
+
+    #[test]
+    fn multijoin_is_one_view_per_group_and_all_or_nothing() {
+        let mut st = OracleState::new();
+        for p in 1..=10 {
+            register(&mut st, m(p, 1));
+        }
+        let a = create(&mut st, "a", m(1, 1));
+        let b = create(&mut st, "b", m(1, 1));
+        let joiners: Vec<MemberId> = (2..=10).map(|p| m(p, 1)).collect();
+        let ev = st
+            .apply(&Command::MultiJoin {
+                joins: vec![
+                    GroupJoin {
+                        group: a,
+                        signature: sig("S"),
+                        members: joiners.clone(),
+                    },
+                    GroupJoin {
+                        group: b,
+                        signature: sig("S"),
+                        members: joiners.clone(),
+                    },
+                ],
+            })
+            .unwrap();
+        let vs = views(&ev);
+        assert_eq!(vs.len(), 2);
+        assert!(vs
+            .iter()
+            .all(|v| v.id == ViewId(2) && v.members.len() == 10));
+        // A batch with one bad entry changes nothing.
+        register(&mut st, m(11, 1));
+        let before = st.clone();
+        let err = st
+            .apply(&Command::MultiJoin {
+                joins: vec![
+                    GroupJoin {
+                        group: a,
+                        signature: sig("S"),
+                        members: vec![m(11, 1)],
+                    },
+                    GroupJoin {
+                        group: GroupId(12345),
+                        signature: sig("S"),
+                        members: vec![m(11, 1)],
+                    },
+                ],
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, CommandError::InBatch { index: 1, .. }),
+            "{err}"
+        );
+        let mut after = st.clone();
+        after.applied = before.applied;
+        assert_eq!(after, before);
+    }
+
+    #[test]
+    fn failure_excludes_everywhere_and_poisons() {
+        let mut st = OracleState::new();
+        for p in 1..=3 {
+            register(&mut st, m(p, 1));
+        }
+        let a = create(&mut st, "a", m(1, 1));
+        let b = create(&mut st, "b", m(2, 1));
+        st.apply(&Command::Join {
+            group: a,
+            member: m(3, 1),
+            signature: sig("S"),
+        })
+        .unwrap();
+        st.apply(&Command::Join {
+            group: b,
+            member: m(3, 1),
+            signature: sig("S"),
+        })
+        .unwrap();
+        let ev = st
+            .apply(&Command::ProcessFailed {
+                member: m(3, 1),
+                reason: FailureReason::HeartbeatTimeout,
+            })
+            .unwrap();
+        assert_eq!(views(&ev).len(), 2);
+        assert!(ev.contains(&Event::Poisoned {
+            member: m(3, 1),
+            reason: FailureReason::HeartbeatTimeout
+        }));
+        assert_eq!(
+            st.member_status(m(3, 1)),
+            MemberStatus::Poisoned(FailureReason::HeartbeatTimeout)
+        );
+        // It cannot come back under the same incarnation ...
+        let err = st
+            .apply(&Command::RegisterProcess {
+                member: m(3, 1),
+                addr: None,
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("restart under a new incarnation"),
+            "{err}"
+        );
+        // ... but can under a new one.
+        register(&mut st, m(3, 2));
+        st.apply(&Command::Join {
+            group: a,
+            member: m(3, 2),
+            signature: sig("S"),
+        })
+        .unwrap();
+        assert_eq!(st.view(a).unwrap().members, vec![m(1, 1), m(3, 2)]);
+    }
+
+    #[test]
+    fn new_incarnation_supersedes_old() {
+        let mut st = OracleState::new();
+        register(&mut st, m(1, 1));
+        register(&mut st, m(2, 1));
+        let a = create(&mut st, "a", m(1, 1));
+        st.apply(&Command::Join {
+            group: a,
+            member: m(2, 1),
+            signature: sig("S"),
+        })
+        .unwrap();
+        let ev = st
+            .apply(&Command::RegisterProcess {
+                member: m(2, 5),
+                addr: None,
+            })
+            .unwrap();
+        assert_eq!(views(&ev)[0].left, vec![m(2, 1)]);
+        assert!(matches!(
+            st.apply(&Command::RegisterProcess {
+                member: m(2, 3),
+                addr: None
+            }),
+            Err(CommandError::StaleIncarnation { .. })
+        ));
+        assert_eq!(
+            st.member_status(m(2, 1)),
+            MemberStatus::Stale { current: m(2, 5) }
+        );
+    }
+
+    #[test]
+    fn empty_group_terminates_and_numbering_continues() {
+        let mut st = OracleState::new();
+        register(&mut st, m(1, 1));
+        let a = create(&mut st, "a", m(1, 1));
+        let ev = st
+            .apply(&Command::Leave {
+                group: a,
+                member: m(1, 1),
+            })
+            .unwrap();
+        assert_eq!(
+            ev,
+            vec![Event::GroupTerminated {
+                group: a,
+                last_view: ViewId(1)
+            }]
+        );
+        assert!(st.view(a).is_none());
+        create(&mut st, "a", m(1, 1));
+        assert_eq!(st.view(a).unwrap().id, ViewId(2));
+    }
+
+    #[test]
+    fn duplicates_are_suppressed_per_client() {
+        let mut st = OracleState::new();
+        let req = Request {
+            client: 9,
+            seq: 1,
+            command: Command::RegisterProcess {
+                member: m(1, 1),
+                addr: None,
+            },
+        };
+        st.apply_request(&req).unwrap();
+        assert!(matches!(
+            st.apply_request(&req),
+            Err(CommandError::Duplicate { last: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn multicast_mapping_follows_membership() {
+        let mut st = OracleState::new();
+        for p in 1..=3 {
+            register(&mut st, m(p, 1));
+        }
+        let a = create(&mut st, "a", m(1, 1));
+        let ev = st
+            .apply(&Command::RemapMulticast {
+                params: McParams::default(),
+            })
+            .unwrap();
+        assert!(ev.is_empty(), "one-member group gets no address");
+        let ev = st
+            .apply(&Command::Join {
+                group: a,
+                member: m(2, 1),
+                signature: sig("S"),
+            })
+            .unwrap();
+        assert!(ev
+            .iter()
+            .any(|e| matches!(e, Event::McastAddress { addr: Some(_), .. })));
+        let ev = st
+            .apply(&Command::SetPolicy {
+                group: a,
+                policy: McPolicy::UseUnicast,
+            })
+            .unwrap();
+        assert_eq!(
+            ev,
+            vec![Event::McastAddress {
+                group: a,
+                addr: None
+            }]
+        );
+        let bad = McParams {
+            max_addrs: 99_999,
+            ..McParams::default()
+        };
+        let err = st
+            .apply(&Command::RemapMulticast { params: bad })
+            .unwrap_err();
+        assert!(err.to_string().contains("VSYNC_MAXIPMCADDRS"));
+    }
+
+    proptest! {
+        /// Random command sequences: refused commands change nothing; views keep their rules.
+        #[test]
+        fn random_commands_keep_invariants(cmds in proptest::collection::vec(arb_command(), 0..60)) {
+            let mut st = OracleState::new();
+            for c in &cmds {
+                let before = st.clone();
+                match st.apply(c) {
+                    Err(_) => {
+                        let mut after = st.clone();
+                        after.applied = before.applied;
+                        prop_assert_eq!(&after, &before);
+                    }
+                    Ok(events) => {
+                        for e in &events {
+                            if let Event::NewView(v) = e {
+                                if let Some(old) = before.view(v.group) {
+                                    prop_assert_eq!(v.id.0, old.id.0 + 1);
+                                    let mut expect: Vec<MemberId> = old.members.iter().copied()
+                                        .filter(|x| !v.left.contains(x)).collect();
+                                    expect.extend_from_slice(&v.joined);
+                                    prop_assert_eq!(&v.members, &expect);
+                                }
+                            }
+                        }
+                    }
+                }
+                // Every member of every group is a live current incarnation.
+                for (_, g) in st.groups() {
+                    for mem in &g.view.members {
+                        prop_assert_eq!(st.member_status(*mem), MemberStatus::Alive);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Argument lists: [`ArgList`] is a marshalled request (or reply) payload — its signature and
+//! its encoded values — built from a Rust tuple ([`Args`]) and decoded back into one
+//! ([`FromArgs`]) after checking that the signatures agree.
+//!
+//! Byte layout of an `ArgList`:
+//!
+//! ```text
+//! version: u8 (= 1)
+//! count:   varint                 number of arguments
+//! codes:   count type codes       shallow; a user type is 0x30 + its id
+//! values:  the encoded arguments, back to back
+//! ```
+//!
+//! ```
+//! use vsync::args;
+//!
+//! let a = args!("User number 7", 7i32, 700i64);
+//! assert_eq!(a.signature().to_string(), "(String, i32, i64)");
+//! let (name, n, v): (String, i32, i64) = a.decode().unwrap();
+//! assert_eq!((name.as_str(), n, v), ("User number 7", 7, 700));
+//!
+//! let err = a.decode::<(String, i32)>().unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "signature mismatch: expected (String, i32) but the message carries (String, i32, i64)"
+//! );
+//! ```
+
+use std::fmt;
+
+use super::desc::Signature;
+use super::error::MarshalError;
+use super::traits::{Encode, Marshal};
+use super::wire::{CodeMatcher, CodeSink, Reader, Writer};
+
+/// The `ArgList` format version.
+pub const ARGLIST_VERSION: u8 = 1;
+
+/// A tuple of arguments that can be sent: `()`, `(A,)`, `(A, B)`, ... up to 12, where every
+/// element is [`Encode`] (so `&str`, `&[T]` and other borrowed forms work).
+pub trait Args {
+    /// The number of arguments.
+    const COUNT: usize;
+
+    /// The deep signature.
+    fn signature() -> Signature;
+
+    /// Writes the signature code: the count, then each argument's type code.
+    fn write_signature_code<S: CodeSink + ?Sized>(s: &mut S);
+
+    /// Appends the encoded arguments.
+    fn encode_values(&self, w: &mut Writer);
+}
+
+/// A tuple of arguments that can be received: [`Args`] whose elements are all [`Marshal`].
+pub trait FromArgs: Args + Sized {
+    /// Decodes the arguments (the signature was already checked).
+    fn decode_values(r: &mut Reader<'_>) -> Result<Self, MarshalError>;
+}
+
+impl Args for () {
+    const COUNT: usize = 0;
+    fn signature() -> Signature {
+        Signature(Vec::new())
+    }
+    fn write_signature_code<S: CodeSink + ?Sized>(s: &mut S) {
+        s.put(0)
+    }
+    fn encode_values(&self, _w: &mut Writer) {}
+}
+
+impl FromArgs for () {
+    fn decode_values(_r: &mut Reader<'_>) -> Result<Self, MarshalError> {
+        Ok(())
+    }
+}
+
+macro_rules! args_tuple {
+    ($n:expr; $($t:ident $i:tt),+) => {
+        impl<$($t: Encode),+> Args for ($($t,)+) {
+            const COUNT: usize = $n;
+            fn signature() -> Signature {
+                Signature(vec![$($t::type_desc()),+])
+            }
+            #[inline]
+            fn write_signature_code<Sink: CodeSink + ?Sized>(s: &mut Sink) {
+                s.put_varint($n);
+                $($t::write_type_code(s);)+
+            }
+            #[inline]
+            fn encode_values(&self, w: &mut Writer) {
+                $(self.$i.encode(w);)+
+            }
+        }
+
+        impl<$($t: Marshal),+> FromArgs for ($($t,)+) {
+            #[inline]
+            fn decode_values(r: &mut Reader<'_>) -> Result<Self, MarshalError> {
+                Ok(($($t::decode(r)?,)+))
+            }
+        }
+    };
+}
+
+args_tuple!(1; A 0);
+args_tuple!(2; A 0, B 1);
+args_tuple!(3; A 0, B 1, C 2);
+args_tuple!(4; A 0, B 1, C 2, D 3);
+args_tuple!(5; A 0, B 1, C 2, D 3, E 4);
+args_tuple!(6; A 0, B 1, C 2, D 3, E 4, F 5);
+args_tuple!(7; A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+args_tuple!(8; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+args_tuple!(9; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
+args_tuple!(10; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
+args_tuple!(11; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
+args_tuple!(12; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
+
+/// A marshalled argument list: signature plus encoded values (see the [module
+/// docs](self) for the layout).
+///
+/// ```
+/// use vsync::marshal::ArgList;
+///
+/// let a = ArgList::new(&(1i32, 100i32));
+/// let wire = a.as_bytes().to_vec();
+/// let b = ArgList::from_bytes(wire).unwrap();
+/// assert!(b.matches::<(i32, i32)>());
+/// assert!(!b.matches::<(String, i32)>());
+/// assert_eq!(b.decode::<(i32, i32)>().unwrap(), (1, 100));
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ArgList {
+    bytes: Vec<u8>,
+    sig_end: usize,
+    count: usize,
+}
+
+impl ArgList {
+    /// Encodes `args`.
+    pub fn new<A: Args>(args: &A) -> Self {
+        let mut w = Writer::with_capacity(32);
+        w.put_u8(ARGLIST_VERSION);
+        A::write_signature_code(w.vec_mut());
+        let sig_end = w.len();
+        args.encode_values(&mut w);
+        ArgList {
+            bytes: w.into_vec(),
+            sig_end,
+            count: A::COUNT,
+        }
+    }
+
+    /// An argument list with the single argument `value`.
+    pub fn one<T: Encode + ?Sized>(value: &T) -> Self {
+        let mut w = Writer::with_capacity(32);
+        w.put_u8(ARGLIST_VERSION);
+        w.put_u8(1);
+        T::write_type_code(w.vec_mut());
+        let sig_end = w.len();
+        value.encode(&mut w);
+        ArgList {
+            bytes: w.into_vec(),
+            sig_end,
+            count: 1,
+        }
+    }
+
+    /// The empty argument list.
+    pub fn empty() -> Self {
+        Self::new(&())
+    }
+
+    /// Appends the complete `ArgList` encoding of `args` to `w` (for callers that reuse
+    /// buffers); the bytes parse with [`ArgList::from_bytes`].
+    pub fn encode_into<A: Args>(args: &A, w: &mut Writer) {
+        w.put_u8(ARGLIST_VERSION);
+        A::write_signature_code(w.vec_mut());
+        args.encode_values(w);
+    }
+
+    /// Parses an argument list received from elsewhere. The header and signature are
+    /// validated now; the values when decoded.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, MarshalError> {
+        let mut r = Reader::new(&bytes);
+        let v = r.get_u8()?;
+        if v != ARGLIST_VERSION {
+            return Err(MarshalError::UnsupportedVersion(v));
+        }
+        let sig = Signature::read_code(&mut r)?;
+        let sig_end = r.position();
+        Ok(ArgList {
+            count: sig.len(),
+            sig_end,
+            bytes,
+        })
+    }
+
+    /// Like [`ArgList::from_bytes`], copying `bytes`.
+    pub fn parse(bytes: &[u8]) -> Result<Self, MarshalError> {
+        Self::from_bytes(bytes.to_vec())
+    }
+
+    /// The whole encoding.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Takes the encoding.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The number of arguments.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if there are no arguments.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The signature code: argument count and type codes.
+    pub fn signature_code(&self) -> &[u8] {
+        &self.bytes[1..self.sig_end]
+    }
+
+    /// The encoded values.
+    pub fn values(&self) -> &[u8] {
+        &self.bytes[self.sig_end..]
+    }
+
+    /// The signature carried (user types appear by id only, e.g. `#1001`).
+    pub fn signature(&self) -> Signature {
+        // Received lists were validated by `from_bytes`; locally built ones come from
+        // `write_type_code`, which only a faulty hand-written `Encode` gets wrong.
+        Signature::read_code(&mut Reader::new(self.signature_code())).unwrap_or_default()
+    }
+
+    /// True if the list's signature is `A`'s.
+    pub fn matches<A: Args>(&self) -> bool {
+        let mut m = CodeMatcher::new(self.signature_code());
+        A::write_signature_code(&mut m);
+        m.matched_all()
+    }
+
+    /// Decodes the arguments as `A`, after checking the signature; a mismatch names both
+    /// signatures.
+    pub fn decode<A: FromArgs>(&self) -> Result<A, MarshalError> {
+        if !self.matches::<A>() {
+            let expected = A::signature();
+            let actual = self.signature().with_names_from([&expected]);
+            return Err(MarshalError::signature_mismatch(expected, actual));
+        }
+        let mut r = Reader::new(self.values());
+        let a = A::decode_values(&mut r)?;
+        r.finish()?;
+        Ok(a)
+    }
+
+    /// Decodes a single-argument list (typically a reply) as `T`.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    ///
+    /// let reply = ArgList::one(&vec![1i32, 2, 3]);
+    /// assert_eq!(reply.decode_one::<Vec<i32>>().unwrap(), [1, 2, 3]);
+    /// assert_eq!(
+    ///     reply.decode_one::<Vec<i64>>().unwrap_err().to_string(),
+    ///     "signature mismatch: expected (Vec<i64>) but the message carries (Vec<i32>)"
+    /// );
+    /// ```
+    pub fn decode_one<T: Marshal>(&self) -> Result<T, MarshalError> {
+        self.decode::<(T,)>().map(|(t,)| t)
+    }
+}
+
+impl fmt::Debug for ArgList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArgList")
+            .field("signature", &format_args!("{}", self.signature()))
+            .field("value_bytes", &self.values().len())
+            .finish()
+    }
+}
+
+/// Builds an [`ArgList`](crate::marshal::ArgList) from its arguments: `args!(a, b, c)` is
+/// `ArgList::new(&(a, b, c))`.
+///
+/// ```
+/// let a = vsync::args!("User number", 3i32);
+/// assert_eq!(a.len(), 2);
+/// assert!(vsync::args!().is_empty());
+/// ```
+#[macro_export]
+macro_rules! args {
+    () => {
+        $crate::marshal::ArgList::empty()
+    };
+    ($($arg:expr),+ $(,)?) => {
+        $crate::marshal::ArgList::new(&($($arg,)+))
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let a = ArgList::new(&("ab", 1i32));
+        assert_eq!(a.as_bytes(), [1, 2, 0x0f, 0x0a, 2, b'a', b'b', 2]);
+        assert_eq!(a.signature_code(), [2, 0x0f, 0x0a]);
+        assert_eq!(a.values(), [2, b'a', b'b', 2]);
+        assert_eq!(ArgList::one(&"ab").as_bytes(), [1, 1, 0x0f, 2, b'a', b'b']);
+        assert_eq!(ArgList::empty().as_bytes(), [1, 0]);
+        assert_eq!(
+            format!("{a:?}"),
+            "ArgList { signature: (String, i32), value_bytes: 4 }"
+        );
+    }
+
+    #[test]
+    fn parse_rejects_bad_headers() {
+        assert_eq!(
+            ArgList::parse(&[2, 0]),
+            Err(MarshalError::UnsupportedVersion(2))
+        );
+        assert!(ArgList::parse(&[]).is_err());
+        assert_eq!(
+            ArgList::parse(&[1, 1, 0xee]),
+            Err(MarshalError::UnknownTypeCode(0xee))
+        );
+        // Values are checked at decode time, including trailing bytes.
+        let mut b = ArgList::new(&(1u8,)).into_bytes();
+        b.push(0);
+        let a = ArgList::from_bytes(b).unwrap();
+        assert_eq!(a.decode::<(u8,)>(), Err(MarshalError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn borrowed_and_owned_agree() {
+        let s = String::from("x");
+        let v = vec![1u16, 2];
+        let borrowed = ArgList::new(&(s.as_str(), v.as_slice(), &s));
+        let owned = ArgList::new(&(s.clone(), v.clone(), s.clone()));
+        assert_eq!(borrowed, owned);
+        assert_eq!(
+            borrowed.decode::<(String, Vec<u16>, String)>().unwrap(),
+            (s.clone(), v, s)
+        );
+        assert!(ArgList::empty().decode::<()>().is_ok());
+    }
+}
