@@ -199,7 +199,7 @@ impl ControlConfig {
                  multicast, processes cannot discover the oracle",
             ));
         }
-        if !(1..=9).contains(&self.oracle_replicas) || self.oracle_replicas % 2 == 0 {
+        if !(1..=9).contains(&self.oracle_replicas) || self.oracle_replicas.is_multiple_of(2) {
             return Err(err(
                 "VSYNC_ORACLE_REPLICAS",
                 self.oracle_replicas,

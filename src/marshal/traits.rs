@@ -57,7 +57,7 @@ pub trait Encode {
 /// allocated.
 ///
 /// ```
-/// use vsync::marshal::Marshal;
+/// use vsync::marshal::{Encode, Marshal};
 ///
 /// let v: Vec<(String, Option<i64>)> = vec![("a".into(), Some(-1)), ("b".into(), None)];
 /// assert_eq!(Vec::<(String, Option<i64>)>::from_bytes(&v.to_bytes()).unwrap(), v);

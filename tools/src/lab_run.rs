@@ -378,7 +378,7 @@ fn run_config(lab: &Lab, args: &LabArgs, row: LabConfigRow, port: u16) -> Result
 
 fn table_header() -> String {
     format!(
-        "{:<9} {:>6} {:>7} {:>4} {:>11} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6}",
+        "{:<9} {:>6} {:>7} {:>4} {:>11} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>8}",
         "mode",
         "size",
         "senders",
@@ -392,7 +392,8 @@ fn table_header() -> String {
         "p99.9 µs",
         "max µs",
         "dup",
-        "ooo"
+        "ooo",
+        "stall ms"
     )
 }
 
@@ -416,7 +417,7 @@ fn table_row(row: &LabConfigRow, r: &Report) -> String {
     let a = r.aggregate();
     let n = a.receivers.max(1) as f64;
     format!(
-        "{:<9} {:>6} {:>7} {:>4} {:>11.0} {:>9.2} {:>9.2} {:>8.3} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6} {:>6}",
+        "{:<9} {:>6} {:>7} {:>4} {:>11.0} {:>9.2} {:>9.2} {:>8.3} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6} {:>6} {:>8.2}",
         row.mode.name(),
         row.size,
         row.senders.to_string(),
@@ -430,7 +431,8 @@ fn table_row(row: &LabConfigRow, r: &Report) -> String {
         a.latency.p999_us,
         a.latency.max_us,
         a.duplicate,
-        a.out_of_order
+        a.out_of_order,
+        r.receivers().iter().map(|x| x.max_gap_us).fold(0.0, f64::max) / 1000.0
     )
 }
 

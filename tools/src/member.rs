@@ -190,6 +190,11 @@ pub struct MemberResult {
     pub counters: BTreeMap<String, u64>,
     /// Ping-pong statistics (member 0 of a ping-pong run).
     pub ping: Option<PingStats>,
+    /// Longest time between two consecutive deliveries inside the measured window (ns): the
+    /// worst delivery stall this receiver saw while senders were sending.
+    pub max_gap_ns: u64,
+    /// When the last delivery inside the measured window happened (ns; 0 = none yet).
+    pub last_delivery_ns: u64,
 }
 
 impl MemberResult {
@@ -212,6 +217,8 @@ impl MemberResult {
             self_deliveries: 0,
             counters: BTreeMap::new(),
             ping: None,
+            max_gap_ns: 0,
+            last_delivery_ns: 0,
         }
     }
 
@@ -264,6 +271,7 @@ impl MemberResult {
             .with("counters", counters)
             .with("latency_hist", hist_to_json(&self.latency))
             .with("ping", ping)
+            .with("max_gap_ns", self.max_gap_ns)
     }
 
     /// Parses what [`MemberResult::to_json`] wrote.
@@ -320,6 +328,8 @@ impl MemberResult {
             self_deliveries: u("self_deliveries")?,
             counters,
             ping,
+            max_gap_ns: j.get("max_gap_ns").and_then(Json::as_u64).unwrap_or(0),
+            last_delivery_ns: 0,
         })
     }
 }
@@ -398,6 +408,14 @@ impl Acct<'_> {
         }
         self.new_msgs += 1;
         self.new_bytes += p.len() as u64;
+        let now = now_ns();
+        if now >= self.measure_start && now < self.send_end {
+            if self.r.last_delivery_ns != 0 {
+                let gap = now - self.r.last_delivery_ns.min(now);
+                self.r.max_gap_ns = self.r.max_gap_ns.max(gap);
+            }
+            self.r.last_delivery_ns = now;
+        }
         if h.send_ns >= self.measure_start && h.send_ns < self.send_end {
             self.r.delivered_measured += 1;
             self.r.bytes_measured += p.len() as u64;

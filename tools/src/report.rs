@@ -181,6 +181,8 @@ pub struct ReceiverRow {
     pub out_of_order: u64,
     /// One-way latency.
     pub latency: LatencySummary,
+    /// Longest time between consecutive deliveries in the measured window, µs.
+    pub max_gap_us: f64,
     /// Transport counters.
     pub counters: BTreeMap<String, u64>,
 }
@@ -297,6 +299,7 @@ impl Report {
                     .map(|x| x.out_of_order)
                     .sum(),
                 latency: LatencySummary::of(&r.latency),
+                max_gap_us: r.max_gap_ns as f64 / 1000.0,
                 counters: r.counters.clone(),
             });
         }
@@ -415,6 +418,7 @@ impl Report {
                         .with("duplicate", r.duplicate)
                         .with("out_of_order", r.out_of_order)
                         .with("latency_us", r.latency.to_json())
+                        .with("max_gap_us", round2(r.max_gap_us))
                         .with("counters", counters_json(&r.counters))
                 })
                 .collect();
@@ -554,6 +558,16 @@ impl Report {
                 w,
                 "  aggregate: {:.2} MB/s summed over {} receivers ({:.2} MB/s per receiver), loss {:.3}% ({} of {})",
                 a.mb_per_s, a.receivers, a.mb_per_s_per_receiver, a.loss_pct, a.lost, a.expected
+            )?;
+            let stall = self
+                .receivers()
+                .iter()
+                .map(|x| x.max_gap_us)
+                .fold(0.0, f64::max);
+            writeln!(
+                w,
+                "  longest delivery stall at any receiver while sending: {:.2} ms",
+                stall / 1000.0
             )?;
         }
         let a = self.aggregate();

@@ -624,10 +624,8 @@ impl Replica {
             MessageType::MsgSnapshot => {
                 return Err(StepError::Rejected("snapshots are not used by the oracle"))
             }
-            MessageType::MsgHeartbeat => {
-                if msg.commit > self.node.raft.raft_log.last_index() {
-                    return Err(StepError::Rejected("heartbeat commit beyond the local log"));
-                }
+            MessageType::MsgHeartbeat if msg.commit > self.node.raft.raft_log.last_index() => {
+                return Err(StepError::Rejected("heartbeat commit beyond the local log"));
             }
             MessageType::MsgAppend => {
                 let mut expect = msg.index;

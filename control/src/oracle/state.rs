@@ -225,20 +225,20 @@ impl OracleState {
                             current: rec.member(process),
                         });
                     }
-                    Some(rec) => {
-                        if rec.status == ProcessStatus::Alive {
-                            let old = rec.member(process);
-                            let reason = FailureReason::Superseded { by: *member };
-                            for g in &rec.groups {
-                                deltas.entry(*g).or_default().left.insert(old);
-                            }
-                            events.push(Event::Poisoned {
-                                member: old,
-                                reason,
-                            });
+                    // A newer incarnation supersedes a live older one.
+                    Some(rec) if rec.status == ProcessStatus::Alive => {
+                        let old = rec.member(process);
+                        let reason = FailureReason::Superseded { by: *member };
+                        for g in &rec.groups {
+                            deltas.entry(*g).or_default().left.insert(old);
                         }
+                        events.push(Event::Poisoned {
+                            member: old,
+                            reason,
+                        });
                     }
-                    None => {}
+                    // No record, or an older incarnation already excluded.
+                    _ => {}
                 }
                 self.commit_deltas(std::mem::take(&mut deltas), &mut events);
                 membership_changed = true;

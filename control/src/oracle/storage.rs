@@ -63,8 +63,6 @@ impl OracleStorage {
     }
 
     pub(crate) fn next_boot(&mut self) -> u64 {
-        self.hard_state.vote = 0;
-        self.entries.truncate(self.hard_state.commit as usize);
         self.boots += 1;
         self.boots
     }
