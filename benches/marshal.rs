@@ -10,7 +10,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vsync::args;
 use vsync::marshal::{
-    compare, Address, ArgList, Encode, Handlers, Marshal, SignatureSet, TypeRegistry,
+    compare, Address, ArgList, ArgsRef, Encode, Handlers, Marshal, SignatureSet, TypeRegistry,
 };
 
 vsync::marshal_struct! {
@@ -51,6 +51,12 @@ fn arg_lists(c: &mut Criterion) {
     let wire = small.as_bytes().to_vec();
     g.bench_function("decode/(String, i32, i64)", |b| {
         b.iter(|| {
+            let a = ArgsRef::parse(black_box(&wire)).unwrap();
+            a.decode::<(String, i32, i64)>().unwrap()
+        })
+    });
+    g.bench_function("parse_owned+decode/(String, i32, i64)", |b| {
+        b.iter(|| {
             let a = ArgList::parse(black_box(&wire)).unwrap();
             a.decode::<(String, i32, i64)>().unwrap()
         })
@@ -65,7 +71,7 @@ fn arg_lists(c: &mut Criterion) {
     let wire = big.as_bytes().to_vec();
     g.bench_function("decode/(Vec<u8> 1 KiB)", |b| {
         b.iter(|| {
-            let a = ArgList::parse(black_box(&wire)).unwrap();
+            let a = ArgsRef::parse(black_box(&wire)).unwrap();
             a.decode_one::<Vec<u8>>().unwrap()
         })
     });
@@ -85,7 +91,7 @@ fn arg_lists(c: &mut Criterion) {
             &wire,
             |b, wire| {
                 b.iter(|| {
-                    let a = ArgList::parse(black_box(wire)).unwrap();
+                    let a = ArgsRef::parse(black_box(wire)).unwrap();
                     a.decode_one::<Catalog>().unwrap()
                 })
             },

@@ -115,8 +115,8 @@ args_tuple!(10; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
 args_tuple!(11; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
 args_tuple!(12; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
 
-/// A marshalled argument list: signature plus encoded values (see the [module
-/// docs](self) for the layout).
+/// A marshalled argument list: signature plus encoded values (layout: a version byte, the
+/// argument count, the type codes, the values; see the [module docs](crate::marshal)).
 ///
 /// ```
 /// use vsync::marshal::ArgList;
@@ -178,26 +178,30 @@ impl ArgList {
         args.encode_values(w);
     }
 
-    /// Parses an argument list received from elsewhere. The header and signature are
-    /// validated now; the values when decoded.
+    /// Parses an argument list received from elsewhere, taking ownership of the bytes. The
+    /// header and signature are validated now, the values when decoded.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, MarshalError> {
-        let mut r = Reader::new(&bytes);
-        let v = r.get_u8()?;
-        if v != ARGLIST_VERSION {
-            return Err(MarshalError::UnsupportedVersion(v));
-        }
-        let sig = Signature::read_code(&mut r)?;
-        let sig_end = r.position();
+        let (sig_end, count) = parse_header(&bytes)?;
         Ok(ArgList {
-            count: sig.len(),
-            sig_end,
             bytes,
+            sig_end,
+            count,
         })
     }
 
-    /// Like [`ArgList::from_bytes`], copying `bytes`.
+    /// Like [`ArgList::from_bytes`], copying `bytes` (see [`ArgsRef::parse`] to decode in
+    /// place).
     pub fn parse(bytes: &[u8]) -> Result<Self, MarshalError> {
         Self::from_bytes(bytes.to_vec())
+    }
+
+    /// A borrowed view of this list.
+    pub fn view(&self) -> ArgsRef<'_> {
+        ArgsRef {
+            bytes: &self.bytes,
+            sig_end: self.sig_end,
+            count: self.count,
+        }
     }
 
     /// The whole encoding.
@@ -222,17 +226,134 @@ impl ArgList {
 
     /// The signature code: argument count and type codes.
     pub fn signature_code(&self) -> &[u8] {
-        &self.bytes[1..self.sig_end]
+        self.view().signature_code()
     }
 
     /// The encoded values.
     pub fn values(&self) -> &[u8] {
+        self.view().values()
+    }
+
+    /// The signature carried (user types appear by id only, e.g. `#1001`).
+    pub fn signature(&self) -> Signature {
+        self.view().signature()
+    }
+
+    /// True if the list's signature is `A`'s.
+    pub fn matches<A: Args>(&self) -> bool {
+        self.view().matches::<A>()
+    }
+
+    /// Decodes the arguments as `A`, after checking the signature; a mismatch names both
+    /// signatures.
+    pub fn decode<A: FromArgs>(&self) -> Result<A, MarshalError> {
+        self.view().decode()
+    }
+
+    /// Decodes a single-argument list (typically a reply) as `T`.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    ///
+    /// let reply = ArgList::one(&vec![1i32, 2, 3]);
+    /// assert_eq!(reply.decode_one::<Vec<i32>>().unwrap(), [1, 2, 3]);
+    /// assert_eq!(
+    ///     reply.decode_one::<Vec<i64>>().unwrap_err().to_string(),
+    ///     "signature mismatch: expected (Vec<i64>) but the message carries (Vec<i32>)"
+    /// );
+    /// ```
+    pub fn decode_one<T: Marshal>(&self) -> Result<T, MarshalError> {
+        self.view().decode_one()
+    }
+}
+
+/// Validates the version and signature; returns the end of the signature and the count.
+fn parse_header(bytes: &[u8]) -> Result<(usize, usize), MarshalError> {
+    let mut r = Reader::new(bytes);
+    let v = r.get_u8()?;
+    if v != ARGLIST_VERSION {
+        return Err(MarshalError::UnsupportedVersion(v));
+    }
+    let count = Signature::skip_code(&mut r)?;
+    Ok((r.position(), count))
+}
+
+impl fmt::Debug for ArgList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.view(), f)
+    }
+}
+
+/// A borrowed argument list: decodes in place from a received buffer (for example a
+/// delivery ring slot), without copying it.
+///
+/// ```
+/// use vsync::marshal::{ArgsRef, Handlers};
+///
+/// let received: Vec<u8> = vsync::args!("John Smith", 3u8).into_bytes();
+/// let a = ArgsRef::parse(&received).unwrap();
+/// assert_eq!(a.decode::<(String, u8)>().unwrap(), ("John Smith".to_string(), 3));
+///
+/// let mut h = Handlers::new();
+/// h.on(0, |who: String, n: u8| who.len() + n as usize);
+/// h.dispatch(0, a).unwrap();
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArgsRef<'a> {
+    bytes: &'a [u8],
+    sig_end: usize,
+    count: usize,
+}
+
+impl<'a> ArgsRef<'a> {
+    /// Parses an argument list in place. The header and signature are validated now, the
+    /// values when decoded.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, MarshalError> {
+        let (sig_end, count) = parse_header(bytes)?;
+        Ok(ArgsRef {
+            bytes,
+            sig_end,
+            count,
+        })
+    }
+
+    /// The whole encoding.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// An owned copy.
+    pub fn to_arg_list(&self) -> ArgList {
+        ArgList {
+            bytes: self.bytes.to_vec(),
+            sig_end: self.sig_end,
+            count: self.count,
+        }
+    }
+
+    /// The number of arguments.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if there are no arguments.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The signature code: argument count and type codes.
+    pub fn signature_code(&self) -> &'a [u8] {
+        &self.bytes[1..self.sig_end]
+    }
+
+    /// The encoded values.
+    pub fn values(&self) -> &'a [u8] {
         &self.bytes[self.sig_end..]
     }
 
     /// The signature carried (user types appear by id only, e.g. `#1001`).
     pub fn signature(&self) -> Signature {
-        // Received lists were validated by `from_bytes`; locally built ones come from
+        // Received lists were validated by `parse`; locally built ones come from
         // `write_type_code`, which only a faulty hand-written `Encode` gets wrong.
         Signature::read_code(&mut Reader::new(self.signature_code())).unwrap_or_default()
     }
@@ -259,23 +380,18 @@ impl ArgList {
     }
 
     /// Decodes a single-argument list (typically a reply) as `T`.
-    ///
-    /// ```
-    /// use vsync::marshal::ArgList;
-    ///
-    /// let reply = ArgList::one(&vec![1i32, 2, 3]);
-    /// assert_eq!(reply.decode_one::<Vec<i32>>().unwrap(), [1, 2, 3]);
-    /// assert_eq!(
-    ///     reply.decode_one::<Vec<i64>>().unwrap_err().to_string(),
-    ///     "signature mismatch: expected (Vec<i64>) but the message carries (Vec<i32>)"
-    /// );
-    /// ```
     pub fn decode_one<T: Marshal>(&self) -> Result<T, MarshalError> {
         self.decode::<(T,)>().map(|(t,)| t)
     }
 }
 
-impl fmt::Debug for ArgList {
+impl<'a> From<&'a ArgList> for ArgsRef<'a> {
+    fn from(a: &'a ArgList) -> Self {
+        a.view()
+    }
+}
+
+impl fmt::Debug for ArgsRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ArgList")
             .field("signature", &format_args!("{}", self.signature()))
@@ -336,6 +452,24 @@ mod tests {
         b.push(0);
         let a = ArgList::from_bytes(b).unwrap();
         assert_eq!(a.decode::<(u8,)>(), Err(MarshalError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn views_decode_in_place() {
+        let a = ArgList::new(&(7u32, "x"));
+        let bytes = a.as_bytes().to_vec();
+        let v = ArgsRef::parse(&bytes).unwrap();
+        assert_eq!(v, a.view());
+        assert_eq!(v.to_arg_list(), a);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v.decode::<(u32, String)>().unwrap(), (7, "x".into()));
+        assert_eq!(
+            ArgsRef::parse(&[1, 3, 0x0a]).map(|v| v.len()),
+            Err(MarshalError::Truncated {
+                needed: 1,
+                remaining: 0
+            })
+        );
     }
 
     #[test]

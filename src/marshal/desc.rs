@@ -331,6 +331,39 @@ impl TypeDesc {
         })
     }
 
+    /// Validates and skips one type code without building it (accepts exactly what
+    /// [`TypeDesc::read_code`] accepts).
+    pub(crate) fn skip_code(r: &mut Reader<'_>, depth: u32) -> Result<(), MarshalError> {
+        if depth >= MAX_TYPE_DEPTH {
+            return Err(MarshalError::DepthLimit(MAX_TYPE_DEPTH));
+        }
+        let d = depth + 1;
+        match r.get_u8()? {
+            tag::BOOL..=tag::VIEW => Ok(()),
+            tag::VEC | tag::OPTION => Self::skip_code(r, d),
+            tag::ARRAY => {
+                usize::try_from(r.get_varint()?).map_err(|_| MarshalError::OutOfRange("usize"))?;
+                Self::skip_code(r, d)
+            }
+            tag::TUPLE => {
+                for _ in 0..r.get_len()? {
+                    Self::skip_code(r, d)?;
+                }
+                Ok(())
+            }
+            tag::MAP => {
+                Self::skip_code(r, d)?;
+                Self::skip_code(r, d)
+            }
+            tag::USER => {
+                TypeId::try_from(r.get_varint()?)
+                    .map_err(|_| MarshalError::OutOfRange("type id"))?;
+                Ok(())
+            }
+            other => Err(MarshalError::UnknownTypeCode(other)),
+        }
+    }
+
     /// The same type with every user type replaced by a reference (name and id, no shape).
     pub fn shallow(&self) -> TypeDesc {
         self.map_users(&mut |u| TypeDesc::User(Arc::new(UserType::reference(&u.name, u.id))))
@@ -743,6 +776,15 @@ impl Signature {
         Ok(Signature(ts))
     }
 
+    /// Validates and skips a signature code without building it; returns the count.
+    pub(crate) fn skip_code(r: &mut Reader<'_>) -> Result<usize, MarshalError> {
+        let n = r.get_len()?;
+        for _ in 0..n {
+            TypeDesc::skip_code(r, 0)?;
+        }
+        Ok(n)
+    }
+
     /// Fills in the names of id-only user-type references from the user types found in
     /// `known` (for readable error messages about signatures decoded from a message).
     pub fn with_names_from<'a>(&self, known: impl IntoIterator<Item = &'a Signature>) -> Self {
@@ -870,6 +912,19 @@ mod tests {
         let mut b = vec![tag::TUPLE];
         crate::marshal::wire::put_varint(&mut b, 1 << 40);
         assert!(TypeDesc::read_code(&mut Reader::new(&b)).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn skip_agrees_with_read(bytes in proptest::collection::vec(0u8..0x32, 0..40)) {
+            let mut a = Reader::new(&bytes);
+            let mut b = Reader::new(&bytes);
+            let read = Signature::read_code(&mut a);
+            let skip = Signature::skip_code(&mut b);
+            proptest::prop_assert_eq!(read.as_ref().map(Signature::len).ok(), skip.as_ref().ok().copied());
+            proptest::prop_assert_eq!(read.err(), skip.err());
+            proptest::prop_assert_eq!(a.position(), b.position());
+        }
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! [`Handlers`]: request handlers keyed by request code *and* argument signature.
 //!
 //! Several handlers may share a code when their signatures differ (the manual's polymorphic
-//! `UPDATE`); an incoming [`ArgList`] runs every handler whose code and signature match, in
-//! registration order. A handler is a closure over typed arguments and may return a reply
-//! value (anything [`Encode`], or a [`Reply`]) or `()`.
+//! `UPDATE`); an incoming [`ArgList`] (or borrowed [`ArgsRef`]) runs every handler whose code
+//! and signature match, in registration order. A handler is a closure over typed arguments
+//! and may return a reply value (anything [`Encode`], or a [`Reply`]) or `()`.
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
@@ -37,7 +37,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::args::{ArgList, Args, FromArgs};
+use super::args::{ArgList, Args, ArgsRef, FromArgs};
 use super::desc::Signature;
 use super::error::MarshalError;
 use super::registry::{RegistryError, TypeRegistry};
@@ -286,7 +286,12 @@ impl Handlers {
 
     /// Runs every handler registered for `code` whose signature is `args`'s, and returns the
     /// first reply that is not [`Reply::None`] (the manual expects one handler per request).
-    pub fn dispatch(&mut self, code: RequestCode, args: &ArgList) -> Result<Reply, DispatchError> {
+    pub fn dispatch<'a>(
+        &mut self,
+        code: RequestCode,
+        args: impl Into<ArgsRef<'a>>,
+    ) -> Result<Reply, DispatchError> {
+        let args = args.into();
         self.find(code, args.signature_code())?;
         let mut reply = Reply::None;
         let entries = self.table.get_mut(&code).into_iter().flatten();
@@ -306,8 +311,12 @@ impl Handlers {
 
     /// Checks, without running anything, that a handler for `code` accepts `args` — the
     /// sender-side check, whose error names the signatures expected.
-    pub fn check(&self, code: RequestCode, args: &ArgList) -> Result<(), DispatchError> {
-        self.find(code, args.signature_code())
+    pub fn check<'a>(
+        &self,
+        code: RequestCode,
+        args: impl Into<ArgsRef<'a>>,
+    ) -> Result<(), DispatchError> {
+        self.find(code, args.into().signature_code())
     }
 
     /// Like [`Handlers::check`] for the argument types `A`, before encoding anything.

@@ -76,7 +76,7 @@ pub mod user;
 mod wire;
 
 pub use address::{Address, View};
-pub use args::{ArgList, Args, FromArgs, ARGLIST_VERSION};
+pub use args::{ArgList, Args, ArgsRef, FromArgs, ARGLIST_VERSION};
 pub use desc::{
     Fields, Shape, Signature, TypeDesc, TypeId, UserType, Variant, MAX_NAME_LEN, MAX_TYPE_DEPTH,
     RESERVED_TYPE_IDS,
@@ -97,8 +97,8 @@ pub use crate::{args, impl_marshal, marshal_struct};
 /// The traits and types most code needs: `use vsync::marshal::prelude::*;`.
 pub mod prelude {
     pub use super::{
-        compare, Address, ArgList, Encode, Handlers, Marshal, Reply, SignatureSet, TypeRegistry,
-        View,
+        compare, Address, ArgList, ArgsRef, Encode, Handlers, Marshal, Reply, SignatureSet,
+        TypeRegistry, View,
     };
     pub use crate::{args, impl_marshal, marshal_struct};
 }

@@ -1,4 +1,5 @@
-//! User types: [`impl_marshal!`](crate::impl_marshal) implements [`Encode`]/[`Marshal`] for
+//! User types: [`impl_marshal!`](crate::impl_marshal) implements
+//! [`Encode`](super::Encode)/[`Marshal`](super::Marshal) for
 //! an existing struct or enum, [`marshal_struct!`](crate::marshal_struct) declares a struct
 //! and implements them in one go, and [`describe_user`] builds the descriptor of a
 //! hand-written implementation.

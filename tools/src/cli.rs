@@ -178,6 +178,10 @@ pub struct LoopbackArgs {
     /// Pin member thread i to CPU i mod ncpus.
     #[arg(long)]
     pub pin: bool,
+    /// Run the raw baseline and then the reliable data plane with the same options (both
+    /// unpaced unless --rate is given) and print the reliable/raw ratios.
+    #[arg(long)]
+    pub compare: bool,
     /// Shared options.
     #[command(flatten)]
     pub opts: RunOpts,

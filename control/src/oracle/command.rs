@@ -502,25 +502,25 @@ impl Request {
     }
 }
 
-fn put_member(w: &mut Writer, m: MemberId) {
+pub(crate) fn put_member(w: &mut Writer, m: MemberId) {
     w.varint(m.0);
 }
-fn get_member(r: &mut Reader<'_>, what: &'static str) -> Result<MemberId, DecodeError> {
+pub(crate) fn get_member(r: &mut Reader<'_>, what: &'static str) -> Result<MemberId, DecodeError> {
     Ok(MemberId(r.varint(what)?))
 }
-fn put_group(w: &mut Writer, g: GroupId) {
+pub(crate) fn put_group(w: &mut Writer, g: GroupId) {
     w.u64_fixed(g.0);
 }
-fn get_group(r: &mut Reader<'_>) -> Result<GroupId, DecodeError> {
+pub(crate) fn get_group(r: &mut Reader<'_>) -> Result<GroupId, DecodeError> {
     Ok(GroupId(r.u64_fixed("group id")?))
 }
-fn put_members(w: &mut Writer, ms: &[MemberId]) {
+pub(crate) fn put_members(w: &mut Writer, ms: &[MemberId]) {
     w.varint(ms.len() as u64);
     for m in ms {
         put_member(w, *m);
     }
 }
-fn get_members(r: &mut Reader<'_>) -> Result<Vec<MemberId>, DecodeError> {
+pub(crate) fn get_members(r: &mut Reader<'_>) -> Result<Vec<MemberId>, DecodeError> {
     let n = r.count(MAX_LIST, 1, "member list")?;
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
@@ -528,24 +528,24 @@ fn get_members(r: &mut Reader<'_>) -> Result<Vec<MemberId>, DecodeError> {
     }
     Ok(v)
 }
-fn put_signature(w: &mut Writer, s: &Signature) {
+pub(crate) fn put_signature(w: &mut Writer, s: &Signature) {
     w.u64_fixed(s.hash);
     w.str(&s.text);
 }
-fn get_signature(r: &mut Reader<'_>) -> Result<Signature, DecodeError> {
+pub(crate) fn get_signature(r: &mut Reader<'_>) -> Result<Signature, DecodeError> {
     Ok(Signature {
         hash: r.u64_fixed("signature hash")?,
         text: r.string(MAX_SIGNATURE_TEXT, "signature text")?,
     })
 }
-fn put_policy(w: &mut Writer, p: McPolicy) {
+pub(crate) fn put_policy(w: &mut Writer, p: McPolicy) {
     w.u8(match p {
         McPolicy::Auto => 0,
         McPolicy::UseUnicast => 1,
         McPolicy::UseIpmc => 2,
     });
 }
-fn get_policy(r: &mut Reader<'_>) -> Result<McPolicy, DecodeError> {
+pub(crate) fn get_policy(r: &mut Reader<'_>) -> Result<McPolicy, DecodeError> {
     match r.u8("policy")? {
         0 => Ok(McPolicy::Auto),
         1 => Ok(McPolicy::UseUnicast),
@@ -556,7 +556,7 @@ fn get_policy(r: &mut Reader<'_>) -> Result<McPolicy, DecodeError> {
         }),
     }
 }
-fn put_reason(w: &mut Writer, reason: &FailureReason) {
+pub(crate) fn put_reason(w: &mut Writer, reason: &FailureReason) {
     match reason {
         FailureReason::HeartbeatTimeout => w.u8(0),
         FailureReason::Reported { by } => {
@@ -569,7 +569,7 @@ fn put_reason(w: &mut Writer, reason: &FailureReason) {
         }
     }
 }
-fn get_reason(r: &mut Reader<'_>) -> Result<FailureReason, DecodeError> {
+pub(crate) fn get_reason(r: &mut Reader<'_>) -> Result<FailureReason, DecodeError> {
     match r.u8("failure reason")? {
         0 => Ok(FailureReason::HeartbeatTimeout),
         1 => Ok(FailureReason::Reported {
@@ -584,14 +584,14 @@ fn get_reason(r: &mut Reader<'_>) -> Result<FailureReason, DecodeError> {
         }),
     }
 }
-fn put_ipv4(w: &mut Writer, a: Ipv4Addr) {
+pub(crate) fn put_ipv4(w: &mut Writer, a: Ipv4Addr) {
     w.raw(&a.octets());
 }
-fn get_ipv4(r: &mut Reader<'_>, what: &'static str) -> Result<Ipv4Addr, DecodeError> {
+pub(crate) fn get_ipv4(r: &mut Reader<'_>, what: &'static str) -> Result<Ipv4Addr, DecodeError> {
     let b = r.raw(4, what)?;
     Ok(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
 }
-fn put_sockaddr(w: &mut Writer, a: &Option<SocketAddr>) {
+pub(crate) fn put_sockaddr(w: &mut Writer, a: &Option<SocketAddr>) {
     match a {
         None => w.u8(0),
         Some(SocketAddr::V4(a)) => {
@@ -606,7 +606,7 @@ fn put_sockaddr(w: &mut Writer, a: &Option<SocketAddr>) {
         }
     }
 }
-fn get_sockaddr(r: &mut Reader<'_>) -> Result<Option<SocketAddr>, DecodeError> {
+pub(crate) fn get_sockaddr(r: &mut Reader<'_>) -> Result<Option<SocketAddr>, DecodeError> {
     let ip = match r.u8("address family")? {
         0 => return Ok(None),
         4 => IpAddr::V4(get_ipv4(r, "ipv4 address")?),
@@ -625,6 +625,21 @@ fn get_sockaddr(r: &mut Reader<'_>) -> Result<Option<SocketAddr>, DecodeError> {
     };
     let p = r.raw(2, "port")?;
     Ok(Some(SocketAddr::new(ip, u16::from_le_bytes([p[0], p[1]]))))
+}
+
+pub(crate) fn put_params(w: &mut Writer, params: &McParams) {
+    put_ipv4(w, params.range_low);
+    put_ipv4(w, params.range_high);
+    w.varint(u64::from(params.max_addrs));
+    w.bool(params.unicast_only);
+}
+pub(crate) fn get_params(r: &mut Reader<'_>) -> Result<McParams, DecodeError> {
+    Ok(McParams {
+        range_low: get_ipv4(r, "range low")?,
+        range_high: get_ipv4(r, "range high")?,
+        max_addrs: r.varint_u32("max addrs")?,
+        unicast_only: r.bool("unicast only")?,
+    })
 }
 
 /// Writes one command (tag + fields).
@@ -703,10 +718,7 @@ pub(crate) fn encode_command(w: &mut Writer, c: &Command) {
         }
         Command::RemapMulticast { params } => {
             w.u8(T_REMAP);
-            put_ipv4(w, params.range_low);
-            put_ipv4(w, params.range_high);
-            w.varint(u64::from(params.max_addrs));
-            w.bool(params.unicast_only);
+            put_params(w, params);
         }
     }
 }
@@ -776,20 +788,9 @@ pub(crate) fn decode_command(r: &mut Reader<'_>) -> Result<Command, DecodeError>
             }
             Command::SetTraffic { rates }
         }
-        T_REMAP => {
-            let range_low = get_ipv4(r, "range low")?;
-            let range_high = get_ipv4(r, "range high")?;
-            let max_addrs = r.varint_u32("max addrs")?;
-            let unicast_only = r.bool("unicast only")?;
-            Command::RemapMulticast {
-                params: McParams {
-                    range_low,
-                    range_high,
-                    max_addrs,
-                    unicast_only,
-                },
-            }
-        }
+        T_REMAP => Command::RemapMulticast {
+            params: get_params(r)?,
+        },
         tag => {
             return Err(DecodeError::BadTag {
                 what: "command tag",

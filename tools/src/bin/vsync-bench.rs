@@ -18,6 +18,7 @@ use vsync_tools::{lab_run, loopback, signals};
 
 fn real_main(cli: Cli) -> io::Result<i32> {
     match cli.cmd {
+        None if cli.loopback.compare => compare(cli.loopback),
         None => {
             let args = cli.loopback;
             let report = loopback::run_loopback(&args)?;
@@ -36,6 +37,48 @@ fn real_main(cli: Cli) -> io::Result<i32> {
         }
         Some(Cmd::Lab(args)) => lab_run::run_lab(&args),
     }
+}
+
+/// `--compare`: raw then reliable, same options, then the ratios.
+fn compare(mut args: vsync_tools::cli::LoopbackArgs) -> io::Result<i32> {
+    use vsync_tools::transport::Mode;
+    if args.opts.rate == 0.0 {
+        // Both unpaced: raw as fast as its sockets go, reliable as fast as flow control allows.
+        args.opts.line_rate_mbps = 0.0;
+    }
+    let mut out = io::stdout().lock();
+    let mut figures = Vec::new();
+    for mode in [Mode::Raw, Mode::Reliable] {
+        args.mode = mode;
+        let report = loopback::run_loopback(&args)?;
+        if args.opts.json {
+            writeln!(out, "{}", report.to_json())?;
+        } else {
+            report.write_text(&mut out)?;
+            writeln!(out)?;
+        }
+        let a = report.aggregate();
+        let n = a.receivers.max(1) as f64;
+        figures.push((a.msgs_per_s / n, a.mb_per_s_per_receiver, a.loss_pct, a.latency.p50_us));
+        if signals::stop_requested() {
+            return Ok(130);
+        }
+    }
+    if !args.opts.json {
+        let (raw, rel) = (figures[0], figures[1]);
+        writeln!(
+            out,
+            "compare (per receiver): raw {:.0} msgs/s {:.2} MB/s loss {:.3}% | reliable {:.0} msgs/s {:.2} MB/s loss {:.3}% | reliable/raw goodput {:.2}x",
+            raw.0,
+            raw.1,
+            raw.2,
+            rel.0,
+            rel.1,
+            rel.2,
+            if raw.1 > 0.0 { rel.1 / raw.1 } else { f64::NAN }
+        )?;
+    }
+    Ok(0)
 }
 
 fn main() -> ExitCode {
