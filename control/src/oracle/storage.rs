@@ -8,9 +8,17 @@
 //! had been persisted (the simulator does this), replaying the committed log into a fresh
 //! state machine.
 //!
+//! # Compaction
+//!
+//! The replica compacts the log every `snapshot_interval` applied entries: it stores a
+//! [`Snapshot`] whose data is the encoded state machine at the compaction index
+//! ([`super::state::OracleState::encode_snapshot`]) and drops the entries it covers. A peer
+//! that needs dropped entries is sent the snapshot instead; a snapshot received from the
+//! leader replaces the whole log.
+//!
 //! Every method returns an error instead of panicking on out-of-range requests.
 
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 /// In-memory raft log, hard state and membership configuration of one oracle replica.
@@ -18,7 +26,9 @@ use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 pub struct OracleStorage {
     hard_state: HardState,
     conf_state: ConfState,
-    /// `entries[i].index == i + 1` (the log is never compacted).
+    /// The latest snapshot (empty data and index 0 until the first compaction).
+    snapshot: Snapshot,
+    /// `entries[i].index == snapshot index + 1 + i`.
     entries: Vec<Entry>,
     /// How many times a replica was started on this storage (part of proposal ids).
     boots: u64,
@@ -47,7 +57,21 @@ impl OracleStorage {
         &self.conf_state.voters
     }
 
-    /// Number of stored log entries.
+    /// Index of the last entry covered by the stored snapshot (0 = none).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot.get_metadata().index
+    }
+
+    fn snapshot_term(&self) -> u64 {
+        self.snapshot.get_metadata().term
+    }
+
+    /// The stored snapshot's state-machine bytes, if a snapshot exists.
+    pub fn snapshot_data(&self) -> Option<&[u8]> {
+        (self.snapshot_index() > 0).then_some(&self.snapshot.data[..])
+    }
+
+    /// Number of stored log entries (after the snapshot).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -83,15 +107,59 @@ impl OracleStorage {
         let Some(first) = ents.first() else {
             return Ok(());
         };
-        let last = self.entries.len() as u64;
-        if first.index == 0 || first.index > last + 1 {
+        let base = self.snapshot_index();
+        let last = base + self.entries.len() as u64;
+        if first.index <= base {
+            return Err(StorageError::Compacted);
+        }
+        if first.index > last + 1 {
             return Err(StorageError::Unavailable);
         }
         if ents.windows(2).any(|w| w[1].index != w[0].index + 1) {
             return Err(StorageError::Unavailable);
         }
-        self.entries.truncate((first.index - 1) as usize);
+        self.entries.truncate((first.index - 1 - base) as usize);
         self.entries.extend_from_slice(ents);
+        Ok(())
+    }
+
+    /// Compacts the log up to `index` (which must be applied), keeping `data` — the state
+    /// machine as of `index` — as the snapshot that replaces the dropped entries.
+    pub(crate) fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<(), StorageError> {
+        let base = self.snapshot_index();
+        if index <= base {
+            return Err(StorageError::Compacted);
+        }
+        let term = raft::Storage::term(self, index).map_err(|_| StorageError::Unavailable)?;
+        if index > self.hard_state.commit {
+            return Err(StorageError::Unavailable);
+        }
+        self.entries.drain(..(index - base) as usize);
+        self.snapshot = Snapshot {
+            data: data.into(),
+            metadata: Some(SnapshotMetadata {
+                conf_state: Some(self.conf_state.clone()).into(),
+                index,
+                term,
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        Ok(())
+    }
+
+    /// Installs a snapshot received from the leader: it replaces the whole log.
+    pub(crate) fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+        let meta = snapshot.get_metadata();
+        if meta.index <= self.snapshot_index() {
+            return Err(StorageError::SnapshotOutOfDate);
+        }
+        self.hard_state.term = self.hard_state.term.max(meta.term);
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.conf_state = meta.get_conf_state().clone();
+        self.entries.clear();
+        self.snapshot = snapshot;
         Ok(())
     }
 }
@@ -111,41 +179,49 @@ impl Storage for OracleStorage {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        let last = self.entries.len() as u64;
-        if low == 0 {
+        let base = self.snapshot_index();
+        let last = base + self.entries.len() as u64;
+        if low <= base {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if high > last + 1 || low > high {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let mut out = self.entries[(low - 1) as usize..(high - 1) as usize].to_vec();
+        let mut out = self.entries[(low - 1 - base) as usize..(high - 1 - base) as usize].to_vec();
         raft::util::limit_size(&mut out, max_size.into());
         Ok(out)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        if idx == 0 {
-            return Ok(0);
+        let base = self.snapshot_index();
+        if idx == base {
+            return Ok(self.snapshot_term());
+        }
+        if idx < base {
+            return Err(raft::Error::Store(StorageError::Compacted));
         }
         self.entries
-            .get((idx - 1) as usize)
+            .get((idx - 1 - base) as usize)
             .map(|e| e.term)
             .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(1)
+        Ok(self.snapshot_index() + 1)
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.entries.len() as u64)
+        Ok(self.snapshot_index() + self.entries.len() as u64)
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // The log is never compacted, so a peer can always be caught up from entries.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        // Asked for only when a peer needs compacted entries, so a snapshot exists.
+        if self.snapshot_index() == 0 {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        Ok(self.snapshot.clone())
     }
 }
 
@@ -172,6 +248,38 @@ mod tests {
         assert!(s.append(&[entry(3, 2), entry(5, 2)]).is_err());
         assert_eq!(s.term(0).unwrap(), 0);
         assert!(s.term(9).is_err());
+    }
+
+    #[test]
+    fn compaction_keeps_indices_and_terms() {
+        let mut s = OracleStorage::new(&[1, 2, 3]);
+        s.append(&[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)]).unwrap();
+        assert!(s.compact(3, vec![7]).is_err(), "not committed yet");
+        s.set_commit(3);
+        s.compact(3, vec![7]).unwrap();
+        assert_eq!(s.first_index().unwrap(), 4);
+        assert_eq!(s.last_index().unwrap(), 4);
+        assert_eq!(s.term(3).unwrap(), 2);
+        assert!(s.term(2).is_err());
+        let ctx = || GetEntriesContext::empty(false);
+        assert!(s.entries(3, 5, None, ctx()).is_err(), "compacted");
+        assert_eq!(s.entries(4, 5, None, ctx()).unwrap()[0].index, 4);
+        assert_eq!(s.snapshot(0, 2).unwrap().get_metadata().index, 3);
+        assert_eq!(s.snapshot_data(), Some(&[7u8][..]));
+        assert!(s.append(&[entry(3, 3)]).is_err(), "cannot overwrite compacted entries");
+        s.append(&[entry(5, 2)]).unwrap();
+        assert_eq!(s.last_index().unwrap(), 5);
+        // A newer snapshot from the leader replaces everything.
+        let mut leader = OracleStorage::new(&[1, 2, 3]);
+        for i in 1..=9 {
+            leader.append(&[entry(i, 3)]).unwrap();
+        }
+        leader.set_commit(9);
+        leader.compact(9, vec![9]).unwrap();
+        s.apply_snapshot(leader.snapshot(0, 1).unwrap()).unwrap();
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (10, 9));
+        assert_eq!(s.hard_state().commit, 9);
+        assert!(s.apply_snapshot(leader.snapshot(0, 1).unwrap()).is_err(), "out of date");
     }
 
     #[test]
