@@ -39,11 +39,23 @@
 //! timeout. A side without a majority can commit nothing, so there is never a split brain;
 //! losing any minority of replicas loses no committed command.
 //!
+//! # Log compaction
+//!
+//! Every [`ReplicaConfig::snapshot_interval`] applied entries the replica stores the encoded
+//! state machine as a raft snapshot and drops the entries it covers. A follower too far
+//! behind (or a replacement replica with empty storage) is sent the snapshot; installing it
+//! replaces the follower's state machine, which [`Output::snapshot`] reports (the entries it
+//! covers are then not reported one by one). A restarted replica starts from its stored
+//! snapshot and replays the entries after it. raft-rs pauses a follower while a snapshot is
+//! in flight until told the outcome; since datagrams can be lost silently, the leader
+//! reports a snapshot as failed (and so resends) if the follower is still waiting for it
+//! after two election timeouts.
+//!
 //! # Hostile input
 //!
 //! [`Replica::step`] caps the datagram size, counts and refuses unparsable bytes, messages not
-//! addressed to this replica or not from a configured peer, snapshot messages (this replica
-//! never compacts its log, so it never needs one) and heartbeats claiming a commit index
+//! addressed to this replica or not from a configured peer, snapshots whose configuration is
+//! not this cluster's or whose state does not decode, and heartbeats claiming a commit index
 //! beyond the local log. raft panics on some internally inconsistent messages; as a last line
 //! of defence the step runs under `catch_unwind`, and a replica that caught a panic refuses
 //! all further calls ([`StepError::Broken`]) rather than run on corrupt state. Raft traffic is
@@ -53,13 +65,18 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use protobuf::Message as _;
+use std::collections::BTreeMap;
+
 use raft::eraftpb::{Entry, EntryType, Message, MessageType};
-use raft::{Config, RawNode, StateRole};
+use raft::{Config, ProgressState, RawNode, SnapshotStatus, StateRole};
 use vsync_dataplane::rng::Rng;
 
 use super::command::{Command, CommandError, Event, Request, MAX_REQUEST_BYTES};
 use super::state::OracleState;
 use super::storage::OracleStorage;
+
+/// Default [`ReplicaConfig::snapshot_interval`]: compact every 10 000 applied entries.
+pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 10_000;
 
 /// Default cap on one raft datagram accepted by [`Replica::step`] (bytes).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -84,6 +101,8 @@ pub struct ReplicaConfig {
     pub max_append_bytes: u64,
     /// Most append messages in flight per follower.
     pub max_inflight_msgs: usize,
+    /// Compact the log into a snapshot every this many applied entries (0 = never).
+    pub snapshot_interval: u64,
 }
 
 impl ReplicaConfig {
@@ -99,6 +118,7 @@ impl ReplicaConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_append_bytes: 1 << 20,
             max_inflight_msgs: 256,
+            snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
         }
     }
 
@@ -300,8 +320,12 @@ pub struct Committed {
 pub struct Output {
     /// Raft datagrams: `(to replica, bytes)`.
     pub messages: Vec<(u64, Vec<u8>)>,
-    /// Commands committed and applied since the last call, in log order.
+    /// Commands committed and applied since the last call, in log order (after
+    /// `snapshot`, if both are present).
     pub committed: Vec<Committed>,
+    /// The state machine was replaced by a snapshot covering the log up to this index
+    /// (installed from the leader, or loaded at restart); entries up to it are not reported.
+    pub snapshot: Option<u64>,
 }
 
 /// Counters of a replica (hostile or broken input never goes unnoticed).
@@ -327,6 +351,12 @@ pub struct ReplicaStats {
     pub malformed_entries: u64,
     /// Internal panics caught (the replica is then broken).
     pub panics: u64,
+    /// Snapshots taken (log compactions).
+    pub snapshots_taken: u64,
+    /// Snapshots installed from a leader.
+    pub snapshots_installed: u64,
+    /// Snapshot transfers reported failed (and so retried) after a timeout.
+    pub snapshot_retries: u64,
 }
 
 /// One oracle replica. See the module docs for how to drive it.
@@ -340,6 +370,10 @@ pub struct Replica {
     pending: Output,
     stats: ReplicaStats,
     broken: bool,
+    /// Ticks since start.
+    ticks: u64,
+    /// Peers sent a snapshot, with the tick it was sent at.
+    snapshot_sent: BTreeMap<u64, u64>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -396,19 +430,33 @@ impl Replica {
             .validate()
             .map_err(|e| ReplicaError::Config(e.to_string()))?;
         let boot = storage.next_boot();
+        let (state, applied_index) = match storage.snapshot_data() {
+            None => (OracleState::new(), 0),
+            Some(data) => (
+                OracleState::decode_snapshot(data).map_err(|e| {
+                    ReplicaError::Config(format!("stored snapshot does not decode: {e}"))
+                })?,
+                storage.snapshot_index(),
+            ),
+        };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let node = RawNode::new(&raft_config, storage, &logger)
             .map_err(|e| ReplicaError::Config(e.to_string()))?;
         let mut replica = Replica {
             config,
             node,
-            state: OracleState::new(),
+            state,
             boot,
             next_proposal: 0,
-            applied_index: 0,
-            pending: Output::default(),
+            applied_index,
+            pending: Output {
+                snapshot: (applied_index > 0).then_some(applied_index),
+                ..Output::default()
+            },
             stats: ReplicaStats::default(),
             broken: false,
+            ticks: 0,
+            snapshot_sent: BTreeMap::new(),
         };
         if replica.config.peers.len() == 1 {
             // Sole voter: elect ourselves now rather than after an election timeout.
@@ -543,11 +591,41 @@ impl Replica {
         if self.broken {
             return;
         }
+        self.ticks += 1;
         let _ = self.guarded(|r| {
             r.node.tick();
+            r.retry_lost_snapshots();
             r.drive();
             Ok(())
         });
+    }
+
+    /// Reports snapshots still unacknowledged after two election timeouts as failed, so raft
+    /// resends them instead of pausing the follower forever.
+    fn retry_lost_snapshots(&mut self) {
+        if self.snapshot_sent.is_empty() {
+            return;
+        }
+        let patience = 2 * self.config.election_timeout() as u64;
+        let sent = std::mem::take(&mut self.snapshot_sent);
+        for (peer, at) in sent {
+            let waiting = self.node.raft.state == StateRole::Leader
+                && self
+                    .node
+                    .raft
+                    .prs()
+                    .get(peer)
+                    .is_some_and(|pr| pr.state == ProgressState::Snapshot);
+            if !waiting {
+                continue;
+            }
+            if self.ticks.saturating_sub(at) >= patience {
+                self.stats.snapshot_retries += 1;
+                self.node.report_snapshot(peer, SnapshotStatus::Failure);
+            } else {
+                self.snapshot_sent.insert(peer, at);
+            }
+        }
     }
 
     /// Handles one raft datagram from a peer replica. Never panics; refusals are counted.
@@ -622,7 +700,19 @@ impl Replica {
                 return Err(StepError::Rejected("local-only or unused message type"))
             }
             MessageType::MsgSnapshot => {
-                return Err(StepError::Rejected("snapshots are not used by the oracle"))
+                let snap = msg.get_snapshot();
+                let mut voters = snap.get_metadata().get_conf_state().voters.clone();
+                voters.sort_unstable();
+                let mut peers = self.config.peers.clone();
+                peers.sort_unstable();
+                if voters != peers || !snap.get_metadata().get_conf_state().learners.is_empty() {
+                    return Err(StepError::Rejected(
+                        "snapshot of another cluster configuration",
+                    ));
+                }
+                if OracleState::decode_snapshot(&snap.data).is_err() {
+                    return Err(StepError::Rejected("snapshot state does not decode"));
+                }
             }
             MessageType::MsgHeartbeat if msg.commit > self.node.raft.raft_log.last_index() => {
                 return Err(StepError::Rejected("heartbeat commit beyond the local log"));
@@ -660,7 +750,28 @@ impl Replica {
             // 1. A leader may send at once (replication in parallel with its own write).
             let msgs = rd.take_messages();
             self.queue(msgs);
-            // 2. Snapshots never occur (no compaction, MsgSnapshot refused).
+            // 2. A snapshot from the leader replaces the state machine and the log.
+            if !rd.snapshot().is_empty() {
+                let snap = rd.snapshot().clone();
+                let index = snap.get_metadata().index;
+                match OracleState::decode_snapshot(&snap.data) {
+                    Ok(state) => {
+                        self.state = state;
+                        self.applied_index = index;
+                        self.pending.snapshot = Some(index);
+                        // Entries reported before the snapshot was installed are covered
+                        // by it; the driver is told via `snapshot`.
+                        self.pending.committed.retain(|c| c.index > index);
+                        self.stats.snapshots_installed += 1;
+                        let _ = self.node.mut_store().apply_snapshot(snap);
+                    }
+                    // Validated in `step`; failing here would mean corrupt memory.
+                    Err(_) => {
+                        self.broken = true;
+                        return;
+                    }
+                }
+            }
             // 3. Committed entries are already durable here: apply them.
             let committed = rd.take_committed_entries();
             self.apply(committed);
@@ -686,10 +797,33 @@ impl Replica {
             self.apply(committed);
             self.node.advance_apply();
         }
+        self.maybe_compact();
+    }
+
+    /// Takes a snapshot of the applied state and drops the entries it covers, every
+    /// `snapshot_interval` entries.
+    fn maybe_compact(&mut self) {
+        let interval = self.config.snapshot_interval;
+        let base = self.node.store().snapshot_index();
+        if interval == 0 || self.applied_index < base.saturating_add(interval) {
+            return;
+        }
+        let data = self.state.encode_snapshot();
+        if self
+            .node
+            .mut_store()
+            .compact(self.applied_index, data)
+            .is_ok()
+        {
+            self.stats.snapshots_taken += 1;
+        }
     }
 
     fn queue(&mut self, msgs: Vec<Message>) {
         for m in msgs {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshot_sent.insert(m.to, self.ticks);
+            }
             if let Ok(bytes) = m.write_to_bytes() {
                 self.pending.messages.push((m.to, bytes));
             }

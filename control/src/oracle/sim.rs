@@ -75,6 +75,9 @@ pub struct SimConfig {
     pub crash_rate: f64,
     /// Per-millisecond probability that a partition starts (when none is active).
     pub partition_rate: f64,
+    /// Replicas compact their log every this many applied entries (0 = never), so lagging
+    /// and restarted replicas are caught up by snapshot.
+    pub snapshot_interval: u64,
     /// Keep a human-readable trace of notable events.
     pub trace: bool,
 }
@@ -97,6 +100,7 @@ impl SimConfig {
             max_delay_ms: [1, 5, 15, 40][rng.below(4) as usize],
             crash_rate: [0.0, 1.0 / 1000.0, 1.0 / 300.0][rng.below(3) as usize],
             partition_rate: [0.0, 1.0 / 1000.0, 1.0 / 300.0][rng.below(3) as usize],
+            snapshot_interval: [0, 10, 40, 10_000][rng.below(4) as usize],
             trace: false,
         }
     }
@@ -119,6 +123,8 @@ pub struct SimReport {
     pub views: usize,
     /// Replica crashes injected.
     pub crashes: u64,
+    /// Snapshots installed or restored (and checked).
+    pub snapshots: u64,
     /// Partitions injected.
     pub partitions: u64,
     /// Highest raft term reached.
@@ -252,7 +258,10 @@ impl World {
         let nodes = peers
             .iter()
             .map(|&id| {
-                let rc = ReplicaConfig::new(id, peers.clone(), config.seed);
+                let rc = ReplicaConfig {
+                    snapshot_interval: config.snapshot_interval,
+                    ..ReplicaConfig::new(id, peers.clone(), config.seed)
+                };
                 Node {
                     replica: None,
                     storage: Some(OracleStorage::new(&peers)),
@@ -546,9 +555,53 @@ impl World {
         if let Some(r) = &self.nodes[i].replica {
             self.report.max_term = self.report.max_term.max(r.term());
         }
+        if let Some(index) = out.snapshot {
+            self.install_snapshot(i, index)?;
+        }
         for c in out.committed {
             self.record(i, c)?;
         }
+        Ok(())
+    }
+
+    /// Checks a snapshot a replica installed (or restarted from): it must cover a prefix of
+    /// the common log, equal the replayed state of that prefix, and, during a partition,
+    /// not carry a minority replica past what it may commit.
+    fn install_snapshot(&mut self, i: usize, index: u64) -> Result<(), String> {
+        self.report.snapshots += 1;
+        if let Some(p) = &self.partition {
+            let completable = p.quorum_stored.iter().map(|(i, _)| *i).max().unwrap_or(0);
+            if p.side[i] != p.majority && index > p.commit_bound.max(completable) {
+                return Err(format!(
+                    "split brain: replica {} on the minority side installed a snapshot at {index}",
+                    i + 1
+                ));
+            }
+        }
+        let position = self.log.partition_point(|e| e.index <= index);
+        let mut replay = OracleState::new();
+        for e in &self.log[..position] {
+            if let Some(req) = &e.request {
+                let _ = replay.apply_request(req);
+            }
+        }
+        let r = self.nodes[i]
+            .replica
+            .as_ref()
+            .ok_or("snapshot from a down replica")?;
+        if r.state() != &replay {
+            return Err(format!(
+                "replica {} installed a snapshot at {index} that differs from the replayed log",
+                i + 1
+            ));
+        }
+        self.note(|| {
+            format!(
+                "replica {} snapshot at {index} (position {position})",
+                i + 1
+            )
+        });
+        self.nodes[i].position = position;
         Ok(())
     }
 

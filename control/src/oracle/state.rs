@@ -30,9 +30,9 @@ use vsync_dataplane::{GroupId, MemberId, ViewId};
 
 use super::command::{
     get_group, get_ipv4, get_members, get_params, get_policy, get_reason, get_signature,
-    get_sockaddr, group_id, put_group, put_ipv4, put_members, put_params, put_policy,
-    put_reason, put_signature, put_sockaddr, Command, CommandError, Event, FailureReason,
-    GroupJoin, GroupLeave, Request, Signature, View, MAX_GROUP_NAME,
+    get_sockaddr, group_id, put_group, put_ipv4, put_members, put_params, put_policy, put_reason,
+    put_signature, put_sockaddr, Command, CommandError, Event, FailureReason, GroupJoin,
+    GroupLeave, Request, Signature, View, MAX_GROUP_NAME,
 };
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::drmc::{self, GroupLoad, McParams, McPolicy};
@@ -798,7 +798,9 @@ impl OracleState {
                 tag => return Err(DecodeError::BadTag { what: "mcast", tag }),
             };
             if st.groups.last_key_value().is_some_and(|(k, _)| *k >= group) {
-                return Err(DecodeError::Invalid { what: "group order" });
+                return Err(DecodeError::Invalid {
+                    what: "group order",
+                });
             }
             st.groups.insert(
                 group,
@@ -1189,15 +1191,33 @@ mod tests {
             .unwrap();
         }
         let a = create(&mut st, "a", m(1, 1));
-        st.apply(&Command::Join { group: a, member: m(2, 1), signature: sig("S") }).unwrap();
-        st.apply(&Command::RemapMulticast { params: McParams::default() }).unwrap();
-        st.apply(&Command::SetTraffic { rates: vec![(a, 77)] }).unwrap();
-        st.apply(&Command::ProcessFailed { member: m(3, 1), reason: FailureReason::Reported { by: m(1, 1) } })
-            .unwrap();
+        st.apply(&Command::Join {
+            group: a,
+            member: m(2, 1),
+            signature: sig("S"),
+        })
+        .unwrap();
+        st.apply(&Command::RemapMulticast {
+            params: McParams::default(),
+        })
+        .unwrap();
+        st.apply(&Command::SetTraffic {
+            rates: vec![(a, 77)],
+        })
+        .unwrap();
+        st.apply(&Command::ProcessFailed {
+            member: m(3, 1),
+            reason: FailureReason::Reported { by: m(1, 1) },
+        })
+        .unwrap();
         let b = create(&mut st, "b", m(4, 1));
         st.apply(&Command::Terminate { group: b }).unwrap();
-        st.apply_request(&Request { client: 5, seq: 9, command: Command::Terminate { group: a } })
-            .unwrap();
+        st.apply_request(&Request {
+            client: 5,
+            seq: 9,
+            command: Command::Terminate { group: a },
+        })
+        .unwrap();
         let bytes = st.encode_snapshot();
         let back = OracleState::decode_snapshot(&bytes).unwrap();
         assert_eq!(back, st);

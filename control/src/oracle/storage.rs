@@ -253,7 +253,8 @@ mod tests {
     #[test]
     fn compaction_keeps_indices_and_terms() {
         let mut s = OracleStorage::new(&[1, 2, 3]);
-        s.append(&[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)]).unwrap();
+        s.append(&[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)])
+            .unwrap();
         assert!(s.compact(3, vec![7]).is_err(), "not committed yet");
         s.set_commit(3);
         s.compact(3, vec![7]).unwrap();
@@ -266,7 +267,10 @@ mod tests {
         assert_eq!(s.entries(4, 5, None, ctx()).unwrap()[0].index, 4);
         assert_eq!(s.snapshot(0, 2).unwrap().get_metadata().index, 3);
         assert_eq!(s.snapshot_data(), Some(&[7u8][..]));
-        assert!(s.append(&[entry(3, 3)]).is_err(), "cannot overwrite compacted entries");
+        assert!(
+            s.append(&[entry(3, 3)]).is_err(),
+            "cannot overwrite compacted entries"
+        );
         s.append(&[entry(5, 2)]).unwrap();
         assert_eq!(s.last_index().unwrap(), 5);
         // A newer snapshot from the leader replaces everything.
@@ -279,7 +283,10 @@ mod tests {
         s.apply_snapshot(leader.snapshot(0, 1).unwrap()).unwrap();
         assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (10, 9));
         assert_eq!(s.hard_state().commit, 9);
-        assert!(s.apply_snapshot(leader.snapshot(0, 1).unwrap()).is_err(), "out of date");
+        assert!(
+            s.apply_snapshot(leader.snapshot(0, 1).unwrap()).is_err(),
+            "out of date"
+        );
     }
 
     #[test]

@@ -438,30 +438,8 @@ impl<S: DeliverySink> Endpoint<S> {
         group: GroupId,
         payload: &[u8],
     ) -> Result<u64, SendError> {
-        let max = self.cfg.max_message_bytes;
-        if payload.len() > max {
-            return Err(SendError::TooLarge {
-                len: payload.len(),
-                max,
-            });
-        }
-        let (whole, frag) = (self.cfg.max_frame_payload(), self.cfg.fragment_payload());
-        let gi = self
-            .groups
-            .iter()
-            .position(|g| g.id == group)
-            .ok_or(SendError::UnknownGroup(group))?;
-        match self.groups[gi].send.push(payload, whole, frag) {
-            Ok(seq) => {
-                self.stats.messages_sent += 1;
-                self.self_deliver(gi);
-                Ok(seq)
-            }
-            Err(_) => {
-                self.stats.would_block += 1;
-                Err(SendError::WouldBlock)
-            }
-        }
+        let gi = self.group_index(group)?;
+        self.admit(gi, None, payload)
     }
 
     /// Reliable FIFO point-to-point send (P2PSend) to `to`, a member of `group`.
@@ -472,6 +450,23 @@ impl<S: DeliverySink> Endpoint<S> {
         to: MemberId,
         payload: &[u8],
     ) -> Result<u64, SendError> {
+        let gi = self.group_index(group)?;
+        let pi = self.groups[gi]
+            .peer_index(to)
+            .ok_or(SendError::UnknownMember(to))?;
+        self.admit(gi, Some(pi), payload)
+    }
+
+    fn group_index(&self, group: GroupId) -> Result<usize, SendError> {
+        self.groups
+            .iter()
+            .position(|g| g.id == group)
+            .ok_or(SendError::UnknownGroup(group))
+    }
+
+    /// Admits a reliable message into the group stream (`pi` = `None`) or the point-to-point
+    /// stream to peer `pi`, self-delivering group messages.
+    fn admit(&mut self, gi: usize, pi: Option<usize>, payload: &[u8]) -> Result<u64, SendError> {
         let max = self.cfg.max_message_bytes;
         if payload.len() > max {
             return Err(SendError::TooLarge {
@@ -480,11 +475,17 @@ impl<S: DeliverySink> Endpoint<S> {
             });
         }
         let (whole, frag) = (self.cfg.max_frame_payload(), self.cfg.fragment_payload());
-        let g = self.group_mut(group)?;
-        let pi = g.peer_index(to).ok_or(SendError::UnknownMember(to))?;
-        match g.peers[pi].p2p_send.push(payload, whole, frag) {
+        let g = &mut self.groups[gi];
+        let stream = match pi {
+            Some(pi) => &mut g.peers[pi].p2p_send,
+            None => &mut g.send,
+        };
+        match stream.push(payload, whole, frag) {
             Ok(seq) => {
                 self.stats.messages_sent += 1;
+                if pi.is_none() {
+                    self.self_deliver(gi);
+                }
                 Ok(seq)
             }
             Err(_) => {
@@ -1109,6 +1110,10 @@ impl<S: DeliverySink> Endpoint<S> {
         while stream.window_open(wf, wb) {
             let seq = stream.next_new;
             let m = *stream.meta(seq).expect("next_new is retained");
+            if PacketWriter::data_frame_len(m.count, m.len as usize) > w.room() {
+                break;
+            }
+            // The rate limiter charges a message once, when its first frame goes out.
             if m.index == 0 {
                 if let Some(r) = rate.as_deref_mut() {
                     if !r.try_take(now, m.total_len as usize) {
@@ -1117,22 +1122,8 @@ impl<S: DeliverySink> Endpoint<S> {
                     }
                 }
             }
-            let bytes = stream.bytes(&m);
-            let ok = if m.count == 1 {
-                w.push_msg(false, p2p, seq, bytes)
-            } else {
-                w.push_frag(p2p, seq, m.index, m.count, m.total_len, bytes)
-            };
-            if !ok {
-                if m.index == 0 {
-                    if let Some(r) = rate.as_deref_mut() {
-                        // Give the token back by not counting it: the limiter only takes tokens
-                        // for messages that go out; re-taking next time is equivalent.
-                        let _ = r;
-                    }
-                }
-                break;
-            }
+            let written = w.push_data(p2p, seq, m.index, m.count, m.total_len, stream.bytes(&m));
+            debug_assert!(written, "room was checked");
             stream.next_new += 1;
             self.stats.frames_sent += 1;
         }
@@ -1169,13 +1160,7 @@ impl<S: DeliverySink> Endpoint<S> {
                 let recently = m.retransmitted_at != Timestamp::ZERO
                     && now.saturating_since(m.retransmitted_at) < linger;
                 if !recently {
-                    let bytes = stream.bytes(&m);
-                    let ok = if m.count == 1 {
-                        w.push_msg(false, p2p, seq, bytes)
-                    } else {
-                        w.push_frag(p2p, seq, m.index, m.count, m.total_len, bytes)
-                    };
-                    if !ok {
+                    if !w.push_data(p2p, seq, m.index, m.count, m.total_len, stream.bytes(&m)) {
                         full = true;
                         break;
                     }

@@ -424,6 +424,34 @@ impl<'a> PacketWriter<'a> {
         true
     }
 
+    /// Content bytes a reliable data frame of `len` payload bytes needs: a MSG frame when the
+    /// message is not fragmented (`count == 1`), else a FRAG frame.
+    pub fn data_frame_len(count: u32, len: usize) -> usize {
+        len + if count == 1 {
+            MSG_SUBHEADER_LEN
+        } else {
+            FRAG_SUBHEADER_LEN
+        }
+    }
+
+    /// Appends one reliable data frame: MSG when `count == 1`, FRAG otherwise. False (nothing
+    /// written) if it does not fit.
+    pub fn push_data(
+        &mut self,
+        p2p: bool,
+        seq: u64,
+        index: u32,
+        count: u32,
+        total_len: u32,
+        payload: &[u8],
+    ) -> bool {
+        if count == 1 {
+            self.push_msg(false, p2p, seq, payload)
+        } else {
+            self.push_frag(p2p, seq, index, count, total_len, payload)
+        }
+    }
+
     /// Appends an ACK frame with as many of `entries` as fit; returns how many were written.
     pub fn push_ack(&mut self, p2p: bool, entries: &[AckEntry]) -> usize {
         let n = entries.len().min(self.room() / ACK_ENTRY_LEN);

@@ -59,7 +59,12 @@ fn compare(mut args: vsync_tools::cli::LoopbackArgs) -> io::Result<i32> {
         }
         let a = report.aggregate();
         let n = a.receivers.max(1) as f64;
-        figures.push((a.msgs_per_s / n, a.mb_per_s_per_receiver, a.loss_pct, a.latency.p50_us));
+        figures.push((
+            a.msgs_per_s / n,
+            a.mb_per_s_per_receiver,
+            a.loss_pct,
+            a.latency.p50_us,
+        ));
         if signals::stop_requested() {
             return Ok(130);
         }
