@@ -44,23 +44,33 @@ fn oracle_cluster_simulation_over_many_seeds() {
     let seeds = env_u64("VSYNC_ORACLE_SEEDS").unwrap_or(2000);
     let start = Instant::now();
     let threads = 2u64;
-    let results: Vec<(u64, u64, u64, u64, Vec<String>)> = std::thread::scope(|s| {
+    type Totals = (u64, u64, u64, [u64; 5], Vec<String>);
+    let results: Vec<Totals> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
                     let (mut runs, mut commits, mut five, mut failures) = (0, 0, 0, Vec::new());
+                    // views, snapshots installed/restored, leader transfers, partitions
+                    let mut extra = [0u64; 5];
                     let mut seed = t;
                     while seed < seeds {
                         let config = SimConfig::for_seed(seed);
                         five += u64::from(config.replicas == 5);
                         match run(&config) {
-                            Ok(r) => commits += r.committed as u64,
+                            Ok(r) => {
+                                commits += r.committed as u64;
+                                extra[0] += r.views as u64;
+                                extra[1] += r.snapshots;
+                                extra[2] += r.snapshot_transfers.0;
+                                extra[3] += r.partitions;
+                                extra[4] += r.snapshot_transfers.1;
+                            }
                             Err(f) => failures.push(f.to_string()),
                         }
                         runs += 1;
                         seed += threads;
                     }
-                    (runs, commits, five, 0, failures)
+                    (runs, commits, five, extra, failures)
                 })
             })
             .collect();
@@ -73,9 +83,17 @@ fn oracle_cluster_simulation_over_many_seeds() {
     let commits: u64 = results.iter().map(|r| r.1).sum();
     let five: u64 = results.iter().map(|r| r.2).sum();
     let failures: Vec<&String> = results.iter().flat_map(|r| r.4.iter()).collect();
+    let extra = |k: usize| results.iter().map(|r| r.3[k]).sum::<u64>();
     println!(
         "oracle sim: {runs} seeds ({five} with 5 replicas), {commits} commands committed, \
-         {} failures, {:.1} s",
+         {} views, {} partitions, {} snapshots checked ({} sent by leaders, {} transfers retried), \
+         {} failures, \
+         {:.1} s",
+        extra(0),
+        extra(3),
+        extra(1),
+        extra(2),
+        extra(4),
         failures.len(),
         start.elapsed().as_secs_f64()
     );

@@ -688,6 +688,10 @@ impl Replica {
                 to: msg.to,
             });
         }
+        if msg.term == 0 {
+            // raft-rs treats term 0 as a local message; answering one from a peer panics.
+            return Err(StepError::Rejected("term 0 is reserved for local messages"));
+        }
         match msg.get_msg_type() {
             MessageType::MsgHup
             | MessageType::MsgBeat
@@ -696,7 +700,11 @@ impl Replica {
             | MessageType::MsgSnapStatus
             | MessageType::MsgCheckQuorum
             | MessageType::MsgReadIndex
-            | MessageType::MsgReadIndexResp => {
+            | MessageType::MsgReadIndexResp
+            // The oracle never transfers leadership; a peer-sent MsgTransferLeader even
+            // panics raft-rs 0.7 on a follower (found by the fuzz test below).
+            | MessageType::MsgTransferLeader
+            | MessageType::MsgTimeoutNow => {
                 return Err(StepError::Rejected("local-only or unused message type"))
             }
             MessageType::MsgSnapshot => {
@@ -710,6 +718,10 @@ impl Replica {
                         "snapshot of another cluster configuration",
                     ));
                 }
+                let meta = snap.get_metadata();
+                if meta.index == 0 || meta.term == 0 || meta.term > msg.term {
+                    return Err(StepError::Rejected("snapshot metadata inconsistent"));
+                }
                 if OracleState::decode_snapshot(&snap.data).is_err() {
                     return Err(StepError::Rejected("snapshot state does not decode"));
                 }
@@ -718,13 +730,27 @@ impl Replica {
                 return Err(StepError::Rejected("heartbeat commit beyond the local log"));
             }
             MessageType::MsgAppend => {
+                // The entry before the batch exists (index > 0) exactly when it has a term;
+                // terms never exceed the sender's and never decrease along the log.
+                if (msg.index == 0) != (msg.log_term == 0) || msg.log_term > msg.term {
+                    return Err(StepError::Rejected("append with inconsistent previous entry"));
+                }
                 let mut expect = msg.index;
+                let mut last_term = msg.log_term;
                 for e in msg.entries.iter() {
                     expect = expect.wrapping_add(1);
-                    if e.index != expect || e.term > msg.term {
+                    if e.index != expect || e.term < last_term.max(1) || e.term > msg.term {
                         return Err(StepError::Rejected("append entries not contiguous"));
                     }
+                    last_term = e.term;
                 }
+            }
+            // A leader trusts a follower's claimed match index; one beyond its own log would
+            // make it slice past the end later (a raft-rs panic).
+            MessageType::MsgAppendResponse
+                if !msg.reject && msg.index > self.node.raft.raft_log.last_index() =>
+            {
+                return Err(StepError::Rejected("append response beyond the local log"));
             }
             _ => {}
         }
@@ -1011,6 +1037,93 @@ mod tests {
         }
     }
 
+    /// Delivers messages until quiet, dropping those between `cut` and the rest.
+    fn pump_cut(rs: &mut [Replica], cut: usize) -> Vec<Vec<Committed>> {
+        let mut committed = vec![Vec::new(); rs.len()];
+        loop {
+            let mut any = false;
+            for i in 0..rs.len() {
+                let out = rs[i].ready();
+                committed[i].extend(out.committed);
+                for (to, bytes) in out.messages {
+                    let to = (to - 1) as usize;
+                    if (i == cut) != (to == cut) {
+                        continue;
+                    }
+                    any = true;
+                    let _ = rs[to].step(&bytes);
+                }
+            }
+            if !any {
+                return committed;
+            }
+        }
+    }
+
+    #[test]
+    fn isolated_leader_commits_nothing_and_majority_moves_on() {
+        let mut rs = three();
+        while !rs.iter().any(Replica::is_leader) {
+            for r in rs.iter_mut() {
+                r.tick();
+            }
+            pump(&mut rs);
+        }
+        let old = rs.iter().position(Replica::is_leader).unwrap();
+        let reg = |p| Command::RegisterProcess {
+            member: MemberId::new(p, 1),
+            addr: None,
+        };
+        // Cut the leader off; it still accepts a proposal but can never commit it.
+        let lost = rs[old].propose(reg(1)).unwrap();
+        let mut old_commits = Vec::new();
+        let mut ticks = 0;
+        while rs
+            .iter()
+            .enumerate()
+            .all(|(i, r)| i == old || !r.is_leader())
+        {
+            for r in rs.iter_mut() {
+                r.tick();
+            }
+            old_commits.extend(pump_cut(&mut rs, old).swap_remove(old));
+            ticks += 1;
+            assert!(ticks < 200, "majority elected no leader");
+        }
+        assert!(old_commits.is_empty(), "minority committed {old_commits:?}");
+        // check_quorum: the old leader steps down within an election timeout.
+        for _ in 0..40 {
+            for r in rs.iter_mut() {
+                r.tick();
+            }
+            old_commits.extend(pump_cut(&mut rs, old).swap_remove(old));
+        }
+        assert!(!rs[old].is_leader());
+        assert!(old_commits.is_empty());
+        let new = rs.iter().position(Replica::is_leader).unwrap();
+        rs[new].propose(reg(2)).unwrap();
+        pump_cut(&mut rs, old);
+        // Heal: the old leader's uncommitted entry is discarded; everyone converges.
+        let mut healed = vec![Vec::new(); 3];
+        for _ in 0..20 {
+            for r in rs.iter_mut() {
+                r.tick();
+            }
+            for (i, c) in pump(&mut rs).into_iter().enumerate() {
+                healed[i].extend(c);
+            }
+        }
+        assert!(healed[old].iter().all(|c| c.proposal != Some(lost)));
+        for r in &rs {
+            assert!(r.state().process(2).is_some());
+            assert!(
+                r.state().process(1).is_none(),
+                "the cut-off proposal never commits"
+            );
+            assert_eq!(r.state(), rs[new].state());
+        }
+    }
+
     #[test]
     fn step_refuses_garbage_and_misrouted() {
         let mut r = Replica::new(ReplicaConfig::new(1, vec![1, 2, 3], 0)).unwrap();
@@ -1047,6 +1160,40 @@ mod tests {
         assert_eq!(r.stats().oversize, 1);
     }
 
+    #[test]
+    fn raft_internal_panic_is_contained_and_breaks_the_replica() {
+        let mut r = Replica::new(ReplicaConfig::new(1, vec![1, 2, 3], 0)).unwrap();
+        // raft-rs panics ("to_commit is out of range") on a heartbeat whose commit index is
+        // beyond the local log. `step` refuses it before raft sees it ...
+        let m = Message {
+            msg_type: MessageType::MsgHeartbeat,
+            to: 1,
+            from: 2,
+            term: 1,
+            commit: 5,
+            ..Default::default()
+        };
+        assert!(matches!(
+            r.step(&m.write_to_bytes().unwrap()),
+            Err(StepError::Rejected(_))
+        ));
+        assert!(!r.is_broken());
+        // ... and were it to get through, the guard contains the panic and stops the replica.
+        let result = r.guarded(|r| r.node.step(m.clone()).map_err(|e| e.to_string()));
+        assert!(result.is_err());
+        assert!(r.is_broken());
+        assert_eq!(r.stats().panics, 1);
+        assert_eq!(r.step(&m.write_to_bytes().unwrap()), Err(StepError::Broken));
+        assert!(matches!(
+            r.propose(Command::Terminate {
+                group: vsync_dataplane::GroupId(1)
+            }),
+            Err(ProposeError::Broken)
+        ));
+        r.tick();
+        assert_eq!(r.ready(), Output::default());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
         #[test]
@@ -1075,6 +1222,50 @@ mod tests {
             let _ = r.ready();
             r.tick();
             prop_assert!(!r.is_broken() || r.stats().panics == 1);
+        }
+    }
+
+    proptest! {
+        // Default case count (256); PROPTEST_CASES=N fuzzes longer.
+        /// Random messages (all types, plausible field values) against a live leader and a
+        /// follower with committed entries: the filters keep raft from panicking.
+        #[test]
+        fn random_messages_do_not_break_a_live_cluster(
+            msgs in proptest::collection::vec(
+                (0i32..20, 1u64..4, 0u64..8, 0u64..12, 0u64..8, 0u64..14, 0usize..3, any::<bool>(), any::<bool>()),
+                1..12),
+        ) {
+            let mut rs = three();
+            let mut ticks = 0;
+            while !rs.iter().any(Replica::is_leader) && ticks < 200 {
+                for r in rs.iter_mut() {
+                    r.tick();
+                }
+                pump(&mut rs);
+                ticks += 1;
+            }
+            let leader = rs.iter().position(Replica::is_leader).unwrap();
+            for p in 1..=4 {
+                rs[leader].propose(Command::RegisterProcess { member: MemberId::new(p, 1), addr: None }).unwrap();
+            }
+            pump(&mut rs);
+            for (ty, from, term, index, log_term, commit, n, reject, to_leader) in msgs {
+                let target = if to_leader { leader } else { (leader + 1) % 3 };
+                let to = target as u64 + 1;
+                let msg_type = <MessageType as protobuf::ProtobufEnum>::from_i32(ty).unwrap_or_default();
+                let entries: Vec<Entry> = (0..n as u64)
+                    .map(|i| Entry { index: index + 1 + i, term: log_term.max(1), ..Default::default() })
+                    .collect();
+                let m = Message {
+                    msg_type, to, from, term, index, log_term, commit, reject,
+                    entries: entries.into(),
+                    ..Default::default()
+                };
+                let _ = rs[target].step(&m.write_to_bytes().unwrap());
+                let _ = rs[target].ready();
+                rs[target].tick();
+                prop_assert!(!rs[target].is_broken(), "raft panicked on {:?}", m);
+            }
         }
     }
 }

@@ -125,6 +125,8 @@ pub struct SimReport {
     pub crashes: u64,
     /// Snapshots installed or restored (and checked).
     pub snapshots: u64,
+    /// Of which sent by a leader (summed replica counters), and transfers retried.
+    pub snapshot_transfers: (u64, u64),
     /// Partitions injected.
     pub partitions: u64,
     /// Highest raft term reached.
@@ -367,6 +369,8 @@ impl World {
             for i in 0..n {
                 if self.nodes[i].replica.is_some() && self.rng.chance(self.config.crash_rate) {
                     let r = self.nodes[i].replica.take().expect("checked");
+                    self.report.snapshot_transfers.0 += r.stats().snapshots_installed;
+                    self.report.snapshot_transfers.1 += r.stats().snapshot_retries;
                     self.nodes[i].storage = Some(r.into_storage());
                     self.nodes[i].restart_at = self.now + 20 + self.rng.below(400);
                     self.report.crashes += 1;
@@ -561,24 +565,16 @@ impl World {
         for c in out.committed {
             self.record(i, c)?;
         }
+        if out.snapshot.is_some() {
+            self.check_state_after_snapshot(i)?;
+        }
         Ok(())
     }
 
-    /// Checks a snapshot a replica installed (or restarted from): it must cover a prefix of
-    /// the common log, equal the replayed state of that prefix, and, during a partition,
-    /// not carry a minority replica past what it may commit.
-    fn install_snapshot(&mut self, i: usize, index: u64) -> Result<(), String> {
-        self.report.snapshots += 1;
-        if let Some(p) = &self.partition {
-            let completable = p.quorum_stored.iter().map(|(i, _)| *i).max().unwrap_or(0);
-            if p.side[i] != p.majority && index > p.commit_bound.max(completable) {
-                return Err(format!(
-                    "split brain: replica {} on the minority side installed a snapshot at {index}",
-                    i + 1
-                ));
-            }
-        }
-        let position = self.log.partition_point(|e| e.index <= index);
+    /// After a snapshot (plus the entries applied after it), the replica's state must equal
+    /// the replay of the common log up to its position.
+    fn check_state_after_snapshot(&self, i: usize) -> Result<(), String> {
+        let position = self.nodes[i].position;
         let mut replay = OracleState::new();
         for e in &self.log[..position] {
             if let Some(req) = &e.request {
@@ -591,10 +587,30 @@ impl World {
             .ok_or("snapshot from a down replica")?;
         if r.state() != &replay {
             return Err(format!(
-                "replica {} installed a snapshot at {index} that differs from the replayed log",
+                "replica {} state after a snapshot differs from the replayed log (position \
+                 {position})",
                 i + 1
             ));
         }
+        Ok(())
+    }
+
+    /// Checks a snapshot a replica installed (or restarted from): it must cover a prefix of
+    /// the common log and, during a partition, not carry a minority replica past what it may
+    /// commit. (Its state is checked by `check_state_after_snapshot` once the entries after
+    /// it in the same output are applied.)
+    fn install_snapshot(&mut self, i: usize, index: u64) -> Result<(), String> {
+        self.report.snapshots += 1;
+        if let Some(p) = &self.partition {
+            let completable = p.quorum_stored.iter().map(|(i, _)| *i).max().unwrap_or(0);
+            if p.side[i] != p.majority && index > p.commit_bound.max(completable) {
+                return Err(format!(
+                    "split brain: replica {} on the minority side installed a snapshot at {index}",
+                    i + 1
+                ));
+            }
+        }
+        let position = self.log.partition_point(|e| e.index <= index);
         self.note(|| {
             format!(
                 "replica {} snapshot at {index} (position {position})",
@@ -976,6 +992,12 @@ impl World {
         }
         self.report.committed = self.log.len();
         self.report.digest = digest.digest();
+        for nd in &self.nodes {
+            if let Some(r) = &nd.replica {
+                self.report.snapshot_transfers.0 += r.stats().snapshots_installed;
+                self.report.snapshot_transfers.1 += r.stats().snapshot_retries;
+            }
+        }
         Ok(())
     }
 }

@@ -1232,6 +1232,36 @@ mod tests {
         }
 
         #[test]
+        fn mutated_snapshots_never_panic(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+            cut in any::<usize>(),
+        ) {
+            let mut st = OracleState::new();
+            for p in 1..=3 {
+                register(&mut st, m(p, 1));
+            }
+            let a = create(&mut st, "a", m(1, 1));
+            st.apply(&Command::Join { group: a, member: m(2, 1), signature: sig("S") }).unwrap();
+            st.apply(&Command::RemapMulticast { params: McParams::default() }).unwrap();
+            let mut bytes = st.encode_snapshot();
+            for (i, b) in flips {
+                let n = bytes.len();
+                bytes[i % n] ^= b;
+            }
+            let cut = cut % (bytes.len() + 1);
+            let _ = OracleState::decode_snapshot(&bytes[..cut]);
+            if let Ok(decoded) = OracleState::decode_snapshot(&bytes) {
+                // Whatever decodes is usable without panicking.
+                let mut decoded = decoded;
+                let _ = decoded.apply(&Command::ProcessFailed {
+                    member: m(2, 1),
+                    reason: FailureReason::HeartbeatTimeout,
+                });
+                let _ = decoded.apply(&Command::Terminate { group: a });
+            }
+        }
+
+        #[test]
         fn snapshot_round_trips_after_random_commands(cmds in proptest::collection::vec(arb_command(), 0..40)) {
             let mut st = OracleState::new();
             for c in &cmds {
