@@ -75,11 +75,7 @@ fn singleton_group_wouldblock_forever_after_a_burst() {
         ..ProtocolConfig::default()
     };
     let me = MemberId::new(1, 1);
-    let mut delivered = 0usize;
-    let mut e = Endpoint::new(cfg, me, 1, 1, |_: &vsync_dataplane::protocol::Delivery<'_>| {
-        true
-    });
-    let _ = &mut delivered;
+    let mut e = Endpoint::new(cfg, me, 1, 1, |_: &vsync_dataplane::protocol::Delivery<'_>| true);
     e.join(
         G,
         GroupSpec {
