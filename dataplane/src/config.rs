@@ -162,6 +162,16 @@ impl ProtocolConfig {
                 "64..=1048576",
             ));
         }
+        if 4 * self.window_frames < frames_per_max {
+            return Err(err(
+                "VSYNC_WINDOW_FRAMES",
+                self.window_frames,
+                format!(
+                    "at least {} (a quarter of the {frames_per_max} fragments of a VSYNC_MAXMSGLEN message)",
+                    frames_per_max.div_ceil(4)
+                ),
+            ));
+        }
         if self.send_buffer_bytes < self.max_message_bytes {
             return Err(err(
                 "VSYNC_SEND_BUFFER_BYTES",

@@ -14,7 +14,10 @@ use vsync_dataplane::config::ProtocolConfig;
 use vsync_dataplane::protocol::{
     Delivery, DeliveryKind, DeliverySink, Destination, Endpoint, GroupSpec, Protocol,
 };
-use vsync_dataplane::wire::{AckEntry, Frame, FrameReader, Keys, NakRange, PacketKind, PacketWriter, SealMode, Sealer, HEADER_LEN};
+use vsync_dataplane::wire::{
+    AckEntry, Frame, FrameReader, Keys, NakRange, PacketKind, PacketWriter, SealMode, Sealer,
+    HEADER_LEN,
+};
 use vsync_dataplane::{GroupId, MemberId, Timestamp, ViewId};
 
 pub const G: GroupId = GroupId(77);
@@ -76,11 +79,31 @@ impl DeliverySink for Sink {
 /// An owned summary of one frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum F {
-    Data { p2p: bool, seq: u64, index: u32, count: u32, len: usize },
-    Raw { p2p: bool, seq: u64 },
-    Ack { p2p: bool, entries: Vec<AckEntry> },
-    Nak { p2p: bool, target: MemberId, ranges: Vec<NakRange> },
-    High { p2p: bool, next_seq: u64, floor: u64 },
+    Data {
+        p2p: bool,
+        seq: u64,
+        index: u32,
+        count: u32,
+        len: usize,
+    },
+    Raw {
+        p2p: bool,
+        seq: u64,
+    },
+    Ack {
+        p2p: bool,
+        entries: Vec<AckEntry>,
+    },
+    Nak {
+        p2p: bool,
+        target: MemberId,
+        ranges: Vec<NakRange>,
+    },
+    High {
+        p2p: bool,
+        next_seq: u64,
+        floor: u64,
+    },
 }
 
 /// Decodes the frames of an unencrypted datagram (checksum or authenticated mode).
@@ -90,12 +113,50 @@ pub fn frames(bytes: &[u8], trailer: usize) -> Vec<F> {
     FrameReader::new(body, count)
         .filter_map(|f| f.ok())
         .map(|f| match f {
-            Frame::Msg { p2p, seq, payload } => F::Data { p2p, seq, index: 0, count: 1, len: payload.len() },
-            Frame::Frag { p2p, seq, index, count, payload, .. } => F::Data { p2p, seq, index, count, len: payload.len() },
+            Frame::Msg { p2p, seq, payload } => F::Data {
+                p2p,
+                seq,
+                index: 0,
+                count: 1,
+                len: payload.len(),
+            },
+            Frame::Frag {
+                p2p,
+                seq,
+                index,
+                count,
+                payload,
+                ..
+            } => F::Data {
+                p2p,
+                seq,
+                index,
+                count,
+                len: payload.len(),
+            },
             Frame::Raw { p2p, seq, .. } => F::Raw { p2p, seq },
-            Frame::Ack { p2p, entries } => F::Ack { p2p, entries: entries.collect() },
-            Frame::Nak { p2p, target, ranges } => F::Nak { p2p, target, ranges: ranges.collect() },
-            Frame::High { p2p, next_seq, floor } => F::High { p2p, next_seq, floor },
+            Frame::Ack { p2p, entries } => F::Ack {
+                p2p,
+                entries: entries.collect(),
+            },
+            Frame::Nak {
+                p2p,
+                target,
+                ranges,
+            } => F::Nak {
+                p2p,
+                target,
+                ranges: ranges.collect(),
+            },
+            Frame::High {
+                p2p,
+                next_seq,
+                floor,
+            } => F::High {
+                p2p,
+                next_seq,
+                floor,
+            },
         })
         .collect()
 }
@@ -141,12 +202,23 @@ impl Net {
     }
 
     /// Endpoints for `local` (each joins a group whose member list is `members`).
-    pub fn with_members(local: Vec<MemberId>, members: Vec<MemberId>, cfg: ProtocolConfig, multicast: bool) -> Net {
+    pub fn with_members(
+        local: Vec<MemberId>,
+        members: Vec<MemberId>,
+        cfg: ProtocolConfig,
+        multicast: bool,
+    ) -> Net {
         let nodes = local
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let mut e = Endpoint::new(cfg.clone(), *m, 1000 + 100_000 * i as u64, 42 + i as u64, Sink::default());
+                let mut e = Endpoint::new(
+                    cfg.clone(),
+                    *m,
+                    1000 + 100_000 * i as u64,
+                    42 + i as u64,
+                    Sink::default(),
+                );
                 e.join(
                     G,
                     GroupSpec {
@@ -186,7 +258,8 @@ impl Net {
     /// Injects raw bytes to node `to`, arriving after the delay.
     pub fn inject(&mut self, to: usize, bytes: Vec<u8>) {
         self.order += 1;
-        self.queue.push(Reverse((self.now + self.delay, self.order, to, bytes)));
+        self.queue
+            .push(Reverse((self.now + self.delay, self.order, to, bytes)));
     }
 
     /// One driver iteration at the current time: deliver due datagrams, timers, transmit,
@@ -197,7 +270,11 @@ impl Net {
             n.sink_mut().now = now;
         }
         // Network.
-        while self.queue.peek().is_some_and(|Reverse((at, _, _, _))| *at <= now) {
+        while self
+            .queue
+            .peek()
+            .is_some_and(|Reverse((at, _, _, _))| *at <= now)
+        {
             let Reverse((_, _, to, mut bytes)) = self.queue.pop().expect("peeked");
             self.nodes[to].handle_datagram(now, from(), &mut bytes);
         }
@@ -239,7 +316,8 @@ impl Net {
                         continue;
                     }
                     self.order += 1;
-                    self.queue.push(Reverse((now + self.delay, self.order, to, bytes.clone())));
+                    self.queue
+                        .push(Reverse((now + self.delay, self.order, to, bytes.clone())));
                 }
             }
         }

@@ -42,7 +42,9 @@ fn cfg(i: u32) -> NodeConfig {
 #[test]
 #[ignore = "BUG: one slow P2P destination blocks every other send of the group (shared FIFO submit ring)"]
 fn p2p_to_a_slow_member_blocks_raw_and_group_sends_to_others() {
-    let mut nodes: Vec<EmbeddedNode> = (1..=3).map(|i| EmbeddedNode::new(cfg(i)).expect("node")).collect();
+    let mut nodes: Vec<EmbeddedNode> = (1..=3)
+        .map(|i| EmbeddedNode::new(cfg(i)).expect("node"))
+        .collect();
     let ids: Vec<MemberId> = (1..=3).map(|i| MemberId::new(i, 1)).collect();
     let members: Vec<(MemberId, SocketAddr)> = nodes
         .iter()
@@ -58,7 +60,10 @@ fn p2p_to_a_slow_member_blocks_raw_and_group_sends_to_others() {
         key: None,
         rate_limit: None,
     };
-    let mut handles: Vec<_> = nodes.iter_mut().map(|n| n.join(gc.clone()).expect("join")).collect();
+    let mut handles: Vec<_> = nodes
+        .iter_mut()
+        .map(|n| n.join(gc.clone()).expect("join"))
+        .collect();
     let poll_all = |nodes: &mut Vec<EmbeddedNode>| {
         for n in nodes.iter_mut() {
             n.poll(Duration::ZERO).expect("poll");
@@ -79,8 +84,12 @@ fn p2p_to_a_slow_member_blocks_raw_and_group_sends_to_others() {
         poll_all(&mut nodes);
     }
     // Now a raw P2P message and a group multicast, both to be received by C (2).
-    handles[0].try_send_raw(Some(ids[2]), b"raw for C").expect("room in the submit ring");
-    handles[0].try_send(b"multicast").expect("room in the submit ring");
+    handles[0]
+        .try_send_raw(Some(ids[2]), b"raw for C")
+        .expect("room in the submit ring");
+    handles[0]
+        .try_send(b"multicast")
+        .expect("room in the submit ring");
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut got = Vec::new();
     while Instant::now() < deadline {
@@ -100,7 +109,8 @@ fn p2p_to_a_slow_member_blocks_raw_and_group_sends_to_others() {
     );
     println!("C received within 1 s: {got:?}");
     assert!(
-        got.iter().any(|(k, _)| *k == DeliveryKind::Send) && got.iter().any(|(k, _)| *k == DeliveryKind::RawP2p),
+        got.iter().any(|(k, _)| *k == DeliveryKind::Send)
+            && got.iter().any(|(k, _)| *k == DeliveryKind::RawP2p),
         "C got neither the multicast nor the raw message: stuck behind A's P2P stream to B"
     );
 }

@@ -14,8 +14,22 @@ const G: GroupId = GroupId(5);
 
 fn endpoint(members: usize) -> Endpoint<impl FnMut(&Delivery<'_>) -> bool> {
     let ids: Vec<MemberId> = (1..=members as u32).map(|i| MemberId::new(i, 1)).collect();
-    let mut e = Endpoint::new(ProtocolConfig::default(), ids[0], 1, 1, |_: &Delivery<'_>| true);
-    e.join(G, GroupSpec { view: ViewId(1), members: ids, multicast: true, key: None });
+    let mut e = Endpoint::new(
+        ProtocolConfig::default(),
+        ids[0],
+        1,
+        1,
+        |_: &Delivery<'_>| true,
+    );
+    e.join(
+        G,
+        GroupSpec {
+            view: ViewId(1),
+            members: ids,
+            multicast: true,
+            key: None,
+        },
+    );
     e
 }
 
@@ -52,7 +66,16 @@ fn idle_iteration_cost_does_not_scale_with_group_size() {
     let _ = Duration::ZERO;
     let (p2, p256) = (pack_cost(2), pack_cost(256));
     let (i2, i256) = (idle_cost(2), idle_cost(256));
-    println!("admit+pack per 64-byte message: 2 members {p2:.0} ns, 256 members {p256:.0} ns ({:.1}x)", p256 / p2);
-    println!("idle driver iteration: 2 members {i2:.0} ns, 256 members {i256:.0} ns ({:.1}x)", i256 / i2);
-    assert!(i256 < 10.0 * i2, "an idle poll_timeout + poll_transmit + poll_delivery costs O(peers)");
+    println!(
+        "admit+pack per 64-byte message: 2 members {p2:.0} ns, 256 members {p256:.0} ns ({:.1}x)",
+        p256 / p2
+    );
+    println!(
+        "idle driver iteration: 2 members {i2:.0} ns, 256 members {i256:.0} ns ({:.1}x)",
+        i256 / i2
+    );
+    assert!(
+        i256 < 10.0 * i2,
+        "an idle poll_timeout + poll_transmit + poll_delivery costs O(peers)"
+    );
 }

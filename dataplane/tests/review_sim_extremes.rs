@@ -10,7 +10,10 @@ use vsync_dataplane::rng::Rng;
 use vsync_dataplane::sim::{run, SimConfig};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn extreme(seed: u64) -> SimConfig {
@@ -61,10 +64,16 @@ fn extreme_swarm_keeps_every_invariant() {
     let mut failures = Vec::new();
     for seed in base..base + n {
         if let Err(f) = run(&extreme(seed)) {
-            println!("FAIL seed {seed}: {}", f.message.chars().take(600).collect::<String>());
+            println!(
+                "FAIL seed {seed}: {}",
+                f.message.chars().take(600).collect::<String>()
+            );
             failures.push(seed);
         }
     }
     println!("{n} extreme seeds from {base}: failures {failures:?}");
-    assert!(failures.is_empty(), "failing seeds {failures:?} (replay with VSYNC_REVIEW_SEED)");
+    assert!(
+        failures.is_empty(),
+        "failing seeds {failures:?} (replay with VSYNC_REVIEW_SEED)"
+    );
 }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use crate::config::ProtocolConfig;
 use crate::protocol::rate_limit::{RateLimit, RateLimiter};
 use crate::protocol::recv_stream::{FragInfo, RecvLimits, RecvStream};
-use crate::protocol::send_stream::{ByteStore, SendStream};
+use crate::protocol::send_stream::{Admission, ByteStore, SendStream};
 use crate::protocol::{Destination, Protocol, Transmit};
 use crate::rng::Rng;
 use crate::wire::header::FLAG_AUTH;
@@ -216,6 +216,10 @@ struct Group {
     heartbeat_due: bool,
     last_data_tx: Timestamp,
     p2p_rr: usize,
+    /// Next point-to-point data before the next group data (turn taking).
+    p2p_turn: bool,
+    /// Where the next chunk of a multi-datagram receipt report starts.
+    ack_cursor: usize,
 }
 
 impl Group {
@@ -387,6 +391,8 @@ impl<S: DeliverySink> Endpoint<S> {
             heartbeat_due: false,
             last_data_tx: Timestamp::ZERO,
             p2p_rr: 0,
+            p2p_turn: false,
+            ack_cursor: 0,
         });
     }
 
@@ -488,7 +494,11 @@ impl<S: DeliverySink> Endpoint<S> {
                 }
                 Ok(seq)
             }
-            Err(_) => {
+            Err(Admission::TooLarge) => Err(SendError::TooLarge {
+                len: payload.len(),
+                max: max.min(self.cfg.window_frames * 4 * frag),
+            }),
+            Err(Admission::Full) => {
                 self.stats.would_block += 1;
                 Err(SendError::WouldBlock)
             }
@@ -808,14 +818,14 @@ impl<S: DeliverySink> Endpoint<S> {
                 for r in ranges {
                     if p2p {
                         p.p2p_send
-                            .on_nak(Destination::Member(sender), r.start, r.end);
+                            .on_nak(sender, Destination::Member(sender), r.start, r.end);
                     } else {
                         let dest = if multicast {
                             Destination::Group(gid)
                         } else {
                             Destination::Member(sender)
                         };
-                        g.send.on_nak(dest, r.start, r.end);
+                        g.send.on_nak(sender, dest, r.start, r.end);
                     }
                 }
             }
@@ -826,7 +836,10 @@ impl<S: DeliverySink> Endpoint<S> {
             } => {
                 let mut o = Outcome::default();
                 let stream = if p2p { &mut p.p2p_recv } else { &mut p.recv };
-                stream.on_high(next_seq, &mut o);
+                stream.on_high(next_seq, limits, &mut o);
+                if let Some(r) = o.drop {
+                    drops.count(r);
+                }
                 if o.new_gap && stream.nak_at.is_none() {
                     let jitter = if nak_delay == 0 {
                         0
@@ -936,22 +949,8 @@ impl<S: DeliverySink> Endpoint<S> {
             }
         }
 
-        // 4. New group data, with a piggybacked receipt report.
-        if self.sendable(gi, None, now) {
-            let mut w = PacketWriter::new(buf, mtu, trailer);
-            self.pack_new(gi, None, now, &mut w);
-            if !w.is_empty() {
-                if self.groups[gi].ack_dirty {
-                    self.push_group_ack(gi, now, &mut w, true);
-                }
-                self.groups[gi].last_data_tx = now;
-                let mut len = 0;
-                self.seal(w, PacketKind::Group, gi, mode, &mut len);
-                return Some(self.finish(buf, len, mode, Destination::Group(gid)));
-            }
-        }
-
-        // 5. Standalone receipt report and heartbeat.
+        // 4. Receipt reports and heartbeats that are due go before new data, so a busy
+        //    stream cannot starve its peers' windows.
         let g = &self.groups[gi];
         if (g.ack_due && g.ack_dirty) || g.heartbeat_due {
             let mut w = PacketWriter::new(buf, mtu, trailer);
@@ -959,7 +958,6 @@ impl<S: DeliverySink> Endpoint<S> {
                 self.push_group_ack(gi, now, &mut w, false);
             }
             let g = &mut self.groups[gi];
-            g.ack_due = false;
             if g.heartbeat_due {
                 g.heartbeat_due = false;
                 if w.push_high(false, g.send.next_new, g.send.floor()) {
@@ -974,31 +972,32 @@ impl<S: DeliverySink> Endpoint<S> {
             }
         }
 
-        // 6. Point-to-point data and heartbeats, round-robin over peers.
-        let n = self.groups[gi].peers.len();
-        for k in 0..n {
-            let pi = (self.groups[gi].p2p_rr + k) % n;
+        // 5. New data: group and point-to-point streams take turns.
+        if self.groups[gi].p2p_turn {
+            self.groups[gi].p2p_turn = false;
+            if let Some(t) = self.transmit_p2p(gi, now, buf, mode) {
+                return Some(t);
+            }
+        }
+        if self.sendable(gi, None, now) {
             let mut w = PacketWriter::new(buf, mtu, trailer);
-            if self.sendable(gi, Some(pi), now) {
-                self.pack_new(gi, Some(pi), now, &mut w);
-            }
-            let p = &mut self.groups[gi].peers[pi];
-            if p.p2p_heartbeat_due {
-                p.p2p_heartbeat_due = false;
-                if w.push_high(true, p.p2p_send.next_new, p.p2p_send.floor()) {
-                    self.stats.heartbeats_sent += 1;
+            self.pack_new(gi, None, now, &mut w);
+            if !w.is_empty() {
+                if self.groups[gi].ack_dirty {
+                    self.push_group_ack(gi, now, &mut w, true);
                 }
+                let g = &mut self.groups[gi];
+                g.last_data_tx = now;
+                g.p2p_turn = true;
+                let mut len = 0;
+                self.seal(w, PacketKind::Group, gi, mode, &mut len);
+                return Some(self.finish(buf, len, mode, Destination::Group(gid)));
             }
-            if w.is_empty() {
-                continue;
-            }
-            let p = &mut self.groups[gi].peers[pi];
-            p.last_p2p_tx = now;
-            let target = p.id;
-            self.groups[gi].p2p_rr = (pi + 1) % n;
-            let mut len = 0;
-            self.seal(w, PacketKind::Direct, gi, mode, &mut len);
-            return Some(self.finish(buf, len, mode, Destination::Member(target)));
+        }
+
+        // 6. Point-to-point data and heartbeats.
+        if let Some(t) = self.transmit_p2p(gi, now, buf, mode) {
+            return Some(t);
         }
 
         // 7. Raw messages: consecutive ones to the same destination share a datagram.
@@ -1040,6 +1039,43 @@ impl<S: DeliverySink> Endpoint<S> {
         Transmit { destination, len }
     }
 
+    /// One datagram of point-to-point data and/or heartbeat, round-robin over peers.
+    fn transmit_p2p(
+        &mut self,
+        gi: usize,
+        now: Timestamp,
+        buf: &mut [u8],
+        mode: SealMode,
+    ) -> Option<Transmit> {
+        let (mtu, trailer) = (self.cfg.mtu, mode.trailer_len());
+        let n = self.groups[gi].peers.len();
+        for k in 0..n {
+            let pi = (self.groups[gi].p2p_rr + k) % n;
+            let mut w = PacketWriter::new(buf, mtu, trailer);
+            if self.sendable(gi, Some(pi), now) {
+                self.pack_new(gi, Some(pi), now, &mut w);
+            }
+            let p = &mut self.groups[gi].peers[pi];
+            if p.p2p_heartbeat_due {
+                p.p2p_heartbeat_due = false;
+                if w.push_high(true, p.p2p_send.next_new, p.p2p_send.floor()) {
+                    self.stats.heartbeats_sent += 1;
+                }
+            }
+            if w.is_empty() {
+                continue;
+            }
+            let p = &mut self.groups[gi].peers[pi];
+            p.last_p2p_tx = now;
+            let target = p.id;
+            self.groups[gi].p2p_rr = (pi + 1) % n;
+            let mut len = 0;
+            self.seal(w, PacketKind::Direct, gi, mode, &mut len);
+            return Some(self.finish(buf, len, mode, Destination::Member(target)));
+        }
+        None
+    }
+
     fn push_group_ack(
         &mut self,
         gi: usize,
@@ -1050,29 +1086,41 @@ impl<S: DeliverySink> Endpoint<S> {
         let g = &mut self.groups[gi];
         let mut entries = std::mem::take(&mut self.ack_scratch);
         entries.clear();
-        entries.extend(g.peers.iter().map(|p| AckEntry {
+        // A report larger than one datagram goes out in chunks, resuming at `ack_cursor`.
+        let start = g.ack_cursor.min(g.peers.len());
+        entries.extend(g.peers[start..].iter().map(|p| AckEntry {
             sender: p.id,
             received: p.recv.received,
             consumed: p.recv.consumed(),
         }));
         if entries.is_empty() {
             g.ack_dirty = false;
-            self.ack_scratch = entries;
-            return;
-        }
-        if piggyback && w.room() < entries.len() * crate::wire::ACK_ENTRY_LEN {
-            self.ack_scratch = entries;
-            return;
-        }
-        if w.push_ack(false, &entries) == entries.len() {
-            g.ack_dirty = false;
             g.ack_due = false;
-            g.last_ack = now;
-            for p in g.peers.iter_mut() {
+            g.ack_cursor = 0;
+            self.ack_scratch = entries;
+            return;
+        }
+        if piggyback && (start > 0 || w.room() < entries.len() * crate::wire::ACK_ENTRY_LEN) {
+            self.ack_scratch = entries;
+            return;
+        }
+        let written = w.push_ack(false, &entries);
+        if written > 0 {
+            for p in g.peers[start..start + written].iter_mut() {
                 p.recv.reported_received = p.recv.received;
                 p.recv.reported_consumed = p.recv.consumed();
             }
+            g.last_ack = now;
             self.stats.acks_sent += 1;
+            if written == entries.len() {
+                g.ack_dirty = false;
+                g.ack_due = false;
+                g.ack_cursor = 0;
+            } else {
+                // More chunks follow at once (the report stays due).
+                g.ack_cursor = start + written;
+                g.ack_due = true;
+            }
         }
         self.ack_scratch = entries;
     }
@@ -1157,7 +1205,10 @@ impl<S: DeliverySink> Endpoint<S> {
                 let Some(m) = stream.meta(seq).copied() else {
                     break;
                 };
-                let recently = m.retransmitted_at != Timestamp::ZERO
+                // Suppression applies to multicast repairs only: a unicast repair to one member
+                // does not help another member that asked for the same frame.
+                let recently = matches!(d, Destination::Group(_))
+                    && m.retransmitted_at != Timestamp::ZERO
                     && now.saturating_since(m.retransmitted_at) < linger;
                 if !recently {
                     if !w.push_data(p2p, seq, m.index, m.count, m.total_len, stream.bytes(&m)) {
@@ -1211,11 +1262,6 @@ impl<S: DeliverySink> Protocol for Endpoint<S> {
             self.drops.count(DropReason::OwnPacket);
             return;
         }
-        if header.flags & FLAG_AUTH != 0 && !self.replay.accept(sender, header.packet_number.get())
-        {
-            self.drops.count(DropReason::Replayed);
-            return;
-        }
         let Some(kind) = PacketKind::from_u8(header.kind) else {
             self.drops.count(DropReason::MalformedFrame);
             return;
@@ -1233,6 +1279,16 @@ impl<S: DeliverySink> Protocol for Endpoint<S> {
             self.drops.count(DropReason::UnknownSender);
             return;
         };
+        // Replay check only after the group, view and membership checks, and per (group,
+        // sender): a datagram a member could not legitimately send must not move any window.
+        if header.flags & FLAG_AUTH != 0
+            && !self
+                .replay
+                .accept(group, sender, header.packet_number.get())
+        {
+            self.drops.count(DropReason::Replayed);
+            return;
+        }
         for frame in FrameReader::new(&datagram[body], header.frame_count) {
             match frame {
                 Ok(f) => self.on_frame(gi, pi, kind, f, now),
@@ -1249,7 +1305,7 @@ impl<S: DeliverySink> Protocol for Endpoint<S> {
         for k in 0..n {
             let gi = (self.rr + k) % n;
             if let Some(t) = self.transmit_group(gi, now, buf) {
-                self.rr = gi;
+                self.rr = (gi + 1) % n;
                 return Some(t);
             }
         }

@@ -114,10 +114,18 @@ impl RateLimiter {
             self.next_period = self.next_period + self.limit.period;
             periods += 1;
             if periods > AGES + 1 {
-                // Long idle: the bucket is as full as it gets; skip ahead.
+                // Long idle: skip ahead, but let the skipped periods repay any debt and fill
+                // the bucket (no more periods than that matter).
                 let behind = now.saturating_since(self.next_period).as_nanos() as u64;
                 let p = self.limit.period.as_nanos() as u64;
-                self.next_period = self.next_period + Duration::from_nanos((behind / p + 1) * p);
+                let skipped = behind / p + 1;
+                self.next_period = self.next_period + Duration::from_nanos(skipped * p);
+                for b in self.messages.iter_mut().chain(self.bytes.iter_mut()) {
+                    let needed = b.debt.div_ceil(b.rate.max(1)) + AGES as u64;
+                    for _ in 0..skipped.min(needed) {
+                        b.period();
+                    }
+                }
                 break;
             }
             self.messages

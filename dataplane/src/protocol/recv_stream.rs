@@ -306,8 +306,14 @@ impl RecvStream {
         a.buf.clear();
     }
 
-    /// A sender heartbeat: the stream extends to `next_seq`.
-    pub(crate) fn on_high(&mut self, next_seq: u64, outcome: &mut Outcome) {
+    /// A sender heartbeat: the stream extends to `next_seq`. A claim beyond the receive window
+    /// is impossible for a sender that obeys flow control and is dropped, so a forged heartbeat
+    /// cannot create a gap that is never repaired.
+    pub(crate) fn on_high(&mut self, next_seq: u64, limits: &RecvLimits, outcome: &mut Outcome) {
+        if next_seq > self.cursor + limits.window_frames {
+            outcome.drop = Some(DropReason::OutOfWindow);
+            return;
+        }
         if next_seq > self.high {
             self.high = next_seq;
             outcome.new_gap = true;

@@ -95,6 +95,10 @@ impl ByteStore {
         &mut self.buf[offset..offset + len]
     }
 
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub(crate) fn used(&self) -> usize {
         self.used
     }
@@ -134,6 +138,9 @@ pub(crate) struct ReceiverState {
 pub(crate) enum Admission {
     /// Retention buffer full until receivers catch up.
     Full,
+    /// The message can never be admitted: more frames than the stream may retain, or more
+    /// bytes than its buffer holds.
+    TooLarge,
 }
 
 #[derive(Debug)]
@@ -198,6 +205,9 @@ impl SendStream {
         } else {
             payload.len().div_ceil(frag_payload)
         };
+        if count > self.max_frames || payload.len() > self.store.capacity() {
+            return Err(Admission::TooLarge);
+        }
         if self.frames.len() + count > self.max_frames {
             return Err(Admission::Full);
         }
@@ -227,6 +237,10 @@ impl SendStream {
         }
         self.next_seq += count as u64;
         debug_assert_eq!(self.floor + self.frames.len() as u64, self.next_seq);
+        if self.receivers.is_empty() {
+            // Nobody to transmit to (a group of one): free what self-delivery allows now.
+            self.collect();
+        }
         Ok(first)
     }
 
@@ -330,9 +344,22 @@ impl SendStream {
         advanced
     }
 
-    /// Queues retransmission of `[start, end)` to `dest`, clipped to what is retained and sent.
-    pub(crate) fn on_nak(&mut self, dest: Destination, start: u64, end: u64) -> bool {
-        let start = start.max(self.floor);
+    /// Queues retransmission of `[start, end)` to `dest` for `requester`, clipped to what is
+    /// retained and sent and to what the requester has not already reported receiving (so one
+    /// NAK cannot make the sender resend a whole window).
+    pub(crate) fn on_nak(
+        &mut self,
+        requester: MemberId,
+        dest: Destination,
+        start: u64,
+        end: u64,
+    ) -> bool {
+        let held = self
+            .receivers
+            .iter()
+            .find(|r| r.member == requester)
+            .map_or(self.floor, |r| r.received);
+        let start = start.max(self.floor).max(held);
         let end = end.min(self.next_new);
         if start >= end {
             return false;
@@ -359,6 +386,10 @@ impl SendStream {
 
     /// Frees frames every receiver (and self-delivery) has consumed.
     pub(crate) fn collect(&mut self) {
+        if self.receivers.is_empty() {
+            // A stream with no receivers has nothing to transmit: everything counts as sent.
+            self.next_new = self.next_seq;
+        }
         let upto = self.min_consumed().min(self.next_new);
         while self.floor < upto {
             let Some(m) = self.frames.pop_front() else {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::MemberId;
+use crate::{GroupId, MemberId};
 
 /// Width of the window in packet numbers.
 pub const WINDOW_BITS: u64 = 1024;
@@ -58,11 +58,12 @@ impl ReplayWindow {
     }
 }
 
-/// Replay windows for up to `capacity` senders. When full, the sender least recently heard
-/// from is evicted (its window restarts empty if it comes back).
+/// Replay windows per (group, sender), for up to `capacity` pairs. Only datagrams that passed
+/// the group, view and membership checks reach the table, so it holds at most the members of
+/// the joined groups; when full anyway, the pair least recently heard from is evicted.
 #[derive(Debug)]
 pub struct ReplayTable {
-    windows: HashMap<MemberId, (ReplayWindow, u64)>,
+    windows: HashMap<(GroupId, MemberId), (ReplayWindow, u64)>,
     capacity: usize,
     clock: u64,
 }
@@ -77,10 +78,11 @@ impl ReplayTable {
         }
     }
 
-    /// Accepts `(sender, pn)` if it was not seen before.
-    pub fn accept(&mut self, sender: MemberId, pn: u64) -> bool {
+    /// Accepts packet number `pn` from `sender` in `group` if it was not seen before.
+    pub fn accept(&mut self, group: GroupId, sender: MemberId, pn: u64) -> bool {
+        let key = (group, sender);
         self.clock += 1;
-        if !self.windows.contains_key(&sender) && self.windows.len() >= self.capacity {
+        if !self.windows.contains_key(&key) && self.windows.len() >= self.capacity {
             if let Some(oldest) = self
                 .windows
                 .iter()
@@ -91,7 +93,7 @@ impl ReplayTable {
             }
         }
         let clock = self.clock;
-        let (w, t) = self.windows.entry(sender).or_default();
+        let (w, t) = self.windows.entry(key).or_default();
         *t = clock;
         w.accept(pn)
     }
@@ -130,12 +132,13 @@ mod tests {
 
     #[test]
     fn table_evicts_least_recent() {
+        const G: GroupId = GroupId(1);
         let mut t = ReplayTable::new(2);
-        assert!(t.accept(MemberId(1), 1));
-        assert!(t.accept(MemberId(2), 1));
-        assert!(t.accept(MemberId(1), 2));
-        assert!(t.accept(MemberId(3), 1)); // evicts 2
-        assert!(!t.accept(MemberId(1), 2));
-        assert!(t.accept(MemberId(2), 1)); // forgotten after eviction
+        assert!(t.accept(G, MemberId(1), 1));
+        assert!(t.accept(G, MemberId(2), 1));
+        assert!(t.accept(G, MemberId(1), 2));
+        assert!(t.accept(G, MemberId(3), 1)); // evicts 2
+        assert!(!t.accept(G, MemberId(1), 2));
+        assert!(t.accept(G, MemberId(2), 1)); // forgotten after eviction
     }
 }
