@@ -3,7 +3,7 @@
 //! other `review_*.rs` files with `#[path = "review_harness.rs"] mod harness;`. Its own test
 //! only checks that the harness delivers on a clean network.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::type_complexity, clippy::too_many_arguments)]
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
