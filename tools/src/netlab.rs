@@ -23,7 +23,9 @@
 //!   bridge port `portI` (so multicast loss is independent per receiver, as on a real
 //!   switch), [`Direction::FromHost`] on the host's `labI` (one drop loses the datagram for
 //!   every receiver). *Loss* uses a classic-BPF `tc` filter in direct-action mode on a
-//!   `clsact` qdisc (`ld rand; jge #T` → `TC_ACT_SHOT`), which needs only `cls_bpf` +
+//!   `clsact` qdisc (`ld rand; jge #T` → `TC_ACT_SHOT`), for IPv4 packets only (`protocol
+//!   ip`: ARP is never dropped, as on a real lossy link where neighbour resolution is not what
+//!   is being tested; a lost ARP costs a 1 s kernel retry), which needs only `cls_bpf` +
 //!   `sch_ingress`, not `sch_netem` (many minimal kernels, including this project's CI
 //!   kernel, lack netem). *Delay* needs `sch_netem` (`tc qdisc replace … root netem delay`);
 //!   on kernels without it, a non-zero delay is a clear error.
@@ -854,8 +856,8 @@ impl Lab {
             }
             let prog = loss_bytecode(imp.loss_pct);
             tc(&[
-                "-n", &ns, "filter", "replace", "dev", &dev, "egress", "pref", "10", "handle", "1",
-                "bpf", "da", "bytecode", &prog,
+                "-n", &ns, "filter", "replace", "dev", &dev, "egress", "pref", "10", "protocol",
+                "ip", "handle", "1", "bpf", "da", "bytecode", &prog,
             ])?;
             st.filter = true;
         } else if st.filter {
