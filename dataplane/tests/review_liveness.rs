@@ -2,6 +2,9 @@
 //!
 //! Run the proofs with:
 //! `cargo test -p vsync-dataplane --test review_liveness -- --ignored --nocapture`
+//!
+//! Each test here proved a bug found in the data-plane review; the bugs are fixed and the
+//! tests stay as regression tests (their doc comments describe the original failure).
 
 #[path = "review_harness.rs"]
 mod harness;
@@ -21,7 +24,7 @@ use vsync_dataplane::{MemberId, Timestamp, ViewId};
 /// `ack_dirty` stays set while `last_ack` is not advanced, the ack timer is always overdue:
 /// every driver iteration sends another (truncated) ACK (a busy loop).
 #[test]
-fn large_group_last_sender_stalls_and_acks_spin() {
+fn large_group_reports_reach_every_sender() {
     let cfg = ProtocolConfig {
         mtu: 576,
         window_frames: 64,
@@ -73,7 +76,7 @@ fn large_group_last_sender_stalls_and_acks_spin() {
 /// admission, before the frames are transmitted, so `collect` stops at `next_new`). Once a
 /// burst fills the retention buffer nothing ever frees it: WouldBlock for ever.
 #[test]
-fn singleton_group_wouldblock_forever_after_a_burst() {
+fn singleton_group_frees_retention_after_a_burst() {
     let cfg = ProtocolConfig {
         max_message_bytes: 16 << 10,
         send_buffer_bytes: 64 << 10,
@@ -125,7 +128,7 @@ fn singleton_group_wouldblock_forever_after_a_burst() {
 /// Same, with `self_delivery = false`: retention is never freed at all, even one message at a
 /// time with transmissions in between.
 #[test]
-fn singleton_group_without_self_delivery_never_frees() {
+fn singleton_group_without_self_delivery_frees_retention() {
     let cfg = ProtocolConfig {
         max_message_bytes: 16 << 10,
         send_buffer_bytes: 64 << 10,
@@ -175,7 +178,7 @@ fn singleton_group_without_self_delivery_never_frees() {
 /// 16 MiB VSYNC_MAXMSGLEN, so every message above 256 fragments (~356 KB at MTU 1472) blocks
 /// the group (and, in a node, its whole submit ring) for ever.
 #[test]
-fn message_with_more_fragments_than_max_frames_blocks_forever() {
+fn unadmittable_message_is_refused_not_blocked() {
     // Fixed by validation: such a configuration is refused at start with a clear message...
     let bad = ProtocolConfig {
         window_frames: 64,
@@ -203,7 +206,7 @@ fn message_with_more_fragments_than_max_frames_blocks_forever() {
 /// the same frame and NAK together, the first gets the repair and the second's NAK is dropped
 /// as "recently retransmitted": it waits a whole `nak_retry` more (k receivers: k rounds).
 #[test]
-fn unicast_repair_to_one_member_suppresses_the_others() {
+fn unicast_repairs_reach_every_requester() {
     let cfg = ProtocolConfig {
         nak_delay: Duration::ZERO,
         nak_retry: Duration::from_millis(5),

@@ -2,6 +2,9 @@
 //!
 //! Run the proof with:
 //! `cargo test -p vsync-dataplane --test review_rate_limit -- --ignored --nocapture`
+//!
+//! Each test here proved a bug found in the data-plane review; the bugs are fixed and the
+//! tests stay as regression tests (their doc comments describe the original failure).
 
 use std::time::Duration;
 
