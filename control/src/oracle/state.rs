@@ -364,27 +364,7 @@ impl OracleState {
                 membership_changed = true;
             }
             Command::MultiJoin { joins } => {
-                if joins.is_empty() {
-                    return Err(CommandError::BadBatch {
-                        reason: "MultiJoin lists no groups".into(),
-                    });
-                }
-                let mut seen = BTreeSet::new();
-                for (index, join) in joins.iter().enumerate() {
-                    if !seen.insert(join.group) {
-                        return Err(CommandError::InBatch {
-                            index,
-                            error: Box::new(CommandError::BadBatch {
-                                reason: format!("group {} listed twice", join.group),
-                            }),
-                        });
-                    }
-                    self.validate_join(join)
-                        .map_err(|error| CommandError::InBatch {
-                            index,
-                            error: Box::new(error),
-                        })?;
-                }
+                validate_batch("MultiJoin", joins, |j| j.group, |j| self.validate_join(j))?;
                 for join in joins {
                     deltas
                         .entry(join.group)
@@ -394,27 +374,12 @@ impl OracleState {
                 }
             }
             Command::MultiLeave { leaves } => {
-                if leaves.is_empty() {
-                    return Err(CommandError::BadBatch {
-                        reason: "MultiLeave lists no groups".into(),
-                    });
-                }
-                let mut seen = BTreeSet::new();
-                for (index, leave) in leaves.iter().enumerate() {
-                    if !seen.insert(leave.group) {
-                        return Err(CommandError::InBatch {
-                            index,
-                            error: Box::new(CommandError::BadBatch {
-                                reason: format!("group {} listed twice", leave.group),
-                            }),
-                        });
-                    }
-                    self.validate_leave(leave)
-                        .map_err(|error| CommandError::InBatch {
-                            index,
-                            error: Box::new(error),
-                        })?;
-                }
+                validate_batch(
+                    "MultiLeave",
+                    leaves,
+                    |l| l.group,
+                    |l| self.validate_leave(l),
+                )?;
                 for leave in leaves {
                     deltas
                         .entry(leave.group)
@@ -849,6 +814,37 @@ impl OracleState {
         r.finish()?;
         Ok(st)
     }
+}
+
+/// Checks a batch all-or-nothing: not empty, no group listed twice, every entry valid; the
+/// error names the failing entry's index.
+fn validate_batch<T>(
+    what: &str,
+    items: &[T],
+    group_of: impl Fn(&T) -> GroupId,
+    validate: impl Fn(&T) -> Result<(), CommandError>,
+) -> Result<(), CommandError> {
+    if items.is_empty() {
+        return Err(CommandError::BadBatch {
+            reason: format!("{what} lists no groups"),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for (index, item) in items.iter().enumerate() {
+        let group = group_of(item);
+        let result = if seen.insert(group) {
+            validate(item)
+        } else {
+            Err(CommandError::BadBatch {
+                reason: format!("group {group} listed twice"),
+            })
+        };
+        result.map_err(|error| CommandError::InBatch {
+            index,
+            error: Box::new(error),
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
