@@ -6,4 +6,8 @@
 
 pub use vsync_dataplane as dataplane;
 
+pub mod causal;
+pub mod checkpoint_file;
+pub mod durability;
 pub mod marshal;
+pub mod query;
