@@ -12,10 +12,11 @@
 //! | `VSYNC_NAK_RETRY_US` | re-NAK interval while a gap persists | 2000 | 100..=10000000 |
 //! | `VSYNC_ACK_INTERVAL_US` | longest time a changed receipt report waits | 1000 | 50..=1000000 |
 //! | `VSYNC_HEARTBEAT_US` | sender heartbeat interval while it holds unstable data | 2000 | 100..=10000000 |
+//! | `VSYNC_RETAIN_BYTES` | bytes each incoming group stream keeps until all-stable (to relay them in a view-change flush) | 2 × `VSYNC_WINDOW_BYTES` | ≥ 65536 |
 
 use std::time::Duration;
 
-use crate::wire::{seal::TRAILER_MAX, FRAG_SUBHEADER_LEN, FRAME_PREFIX_LEN, HEADER_LEN};
+use crate::wire::{seal::TRAILER_MAX, FRAME_PREFIX_LEN, HEADER_LEN, RELAY_SUBHEADER_LEN};
 
 /// A configuration error naming the variable (or field), the bad value and what is accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +69,11 @@ pub struct ProtocolConfig {
     pub self_delivery: bool,
     /// Most senders tracked by replay protection.
     pub max_senders: usize,
+    /// Bytes each incoming group stream retains (frames held contiguously but not yet held by
+    /// every other member), so a survivor can relay a failed sender's frames in a view-change
+    /// flush. A frame that does not fit is treated as lost (NAKed again later). Should cover
+    /// twice the window.
+    pub retain_bytes: usize,
 }
 
 impl Default for ProtocolConfig {
@@ -85,6 +91,7 @@ impl Default for ProtocolConfig {
             retransmit_linger: Duration::from_micros(500),
             self_delivery: true,
             max_senders: 65536,
+            retain_bytes: 2 * (8 << 20),
         }
     }
 }
@@ -118,14 +125,16 @@ pub fn parse_env_u64(
 }
 
 impl ProtocolConfig {
-    /// Payload bytes of an unfragmented message frame at this MTU (worst-case trailer).
+    /// Payload bytes of an unfragmented message frame at this MTU (worst-case trailer). Sized so
+    /// that the frame can also be relayed in one RELAY frame (whose sub-header is the largest).
     pub fn max_frame_payload(&self) -> usize {
-        self.mtu - HEADER_LEN - TRAILER_MAX - FRAME_PREFIX_LEN - crate::wire::MSG_SUBHEADER_LEN
+        self.mtu - HEADER_LEN - TRAILER_MAX - FRAME_PREFIX_LEN - RELAY_SUBHEADER_LEN
     }
 
-    /// Payload bytes per fragment at this MTU (worst-case trailer).
+    /// Payload bytes per fragment at this MTU (worst-case trailer; relayable like
+    /// [`ProtocolConfig::max_frame_payload`]).
     pub fn fragment_payload(&self) -> usize {
-        self.mtu - HEADER_LEN - TRAILER_MAX - FRAME_PREFIX_LEN - FRAG_SUBHEADER_LEN
+        self.mtu - HEADER_LEN - TRAILER_MAX - FRAME_PREFIX_LEN - RELAY_SUBHEADER_LEN
     }
 
     /// Checks internal consistency; the error names the offending field.
@@ -170,6 +179,13 @@ impl ProtocolConfig {
                     "at least {} (a quarter of the {frames_per_max} fragments of a VSYNC_MAXMSGLEN message)",
                     frames_per_max.div_ceil(4)
                 ),
+            ));
+        }
+        if self.retain_bytes < 65536 {
+            return Err(err(
+                "VSYNC_RETAIN_BYTES",
+                self.retain_bytes,
+                "at least 65536",
             ));
         }
         if self.send_buffer_bytes < self.max_message_bytes {
@@ -222,6 +238,15 @@ impl ProtocolConfig {
             heartbeat_interval: us("VSYNC_HEARTBEAT_US", d.heartbeat_interval, 100..=10_000_000)?,
             ..d
         };
+        let c = ProtocolConfig {
+            retain_bytes: parse_env_u64(
+                lookup,
+                "VSYNC_RETAIN_BYTES",
+                2 * c.window_bytes as u64,
+                65536..=1 << 36,
+            )? as usize,
+            ..c
+        };
         c.validate()?;
         Ok(c)
     }
@@ -260,5 +285,24 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("at least VSYNC_MAXMSGLEN"));
+    }
+
+    #[test]
+    fn retain_bytes_defaults_to_twice_the_window() {
+        let c =
+            ProtocolConfig::from_lookup(&|k| (k == "VSYNC_WINDOW_BYTES").then(|| "100000".into()))
+                .unwrap();
+        assert_eq!(c.retain_bytes, 200_000);
+        let c =
+            ProtocolConfig::from_lookup(&|k| (k == "VSYNC_RETAIN_BYTES").then(|| "70000".into()))
+                .unwrap();
+        assert_eq!(c.retain_bytes, 70_000);
+        let e = ProtocolConfig::from_lookup(&|k| (k == "VSYNC_RETAIN_BYTES").then(|| "10".into()))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("VSYNC_RETAIN_BYTES=10"), "{e}");
+        assert_eq!(
+            ProtocolConfig::default().retain_bytes,
+            2 * ProtocolConfig::default().window_bytes
+        );
     }
 }

@@ -33,4 +33,5 @@ pub mod time;
 pub mod wire;
 
 pub use ids::{GroupId, MemberId, ViewId};
+pub use protocol::{CutEntry, ViewChangeError, WedgeReport};
 pub use time::Timestamp;

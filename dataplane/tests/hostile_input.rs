@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use proptest::prelude::*;
 use vsync_dataplane::config::ProtocolConfig;
-use vsync_dataplane::protocol::{Delivery, Endpoint, GroupSpec, Protocol};
+use vsync_dataplane::protocol::{CutEntry, Delivery, Endpoint, GroupSpec, Protocol};
 use vsync_dataplane::wire::header::{PacketHeader, HEADER_LEN, MAGIC, VERSION};
 use vsync_dataplane::wire::{Keys, SealMode, Sealer};
 use vsync_dataplane::{GroupId, MemberId, Timestamp, ViewId};
@@ -114,7 +114,7 @@ proptest! {
     /// Structured frames with random fields: plausible-looking frames are the dangerous ones.
     #[test]
     fn random_well_formed_frames_never_panic(
-        frames in proptest::collection::vec((1u8..7, any::<u8>(), any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64)), 1..12),
+        frames in proptest::collection::vec((1u8..9, any::<u8>(), any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64)), 1..12),
     ) {
         let mut e = endpoint(false);
         let keys = Keys::default();
@@ -122,28 +122,7 @@ proptest! {
         for (kind, flags, seq, a, b, c, payload) in &frames {
             let seq = seq % 64;
             let mut body = Vec::new();
-            let mut content = Vec::new();
-            match kind {
-                1 | 3 => { content.extend_from_slice(&seq.to_be_bytes()); content.extend_from_slice(payload); }
-                2 => {
-                    content.extend_from_slice(&seq.to_be_bytes());
-                    content.extend_from_slice(&(a % 8).to_be_bytes());
-                    content.extend_from_slice(&(b % 8).to_be_bytes());
-                    content.extend_from_slice(&(c % 4096).to_be_bytes());
-                    content.extend_from_slice(payload);
-                }
-                4 => for _ in 0..(1 + a % 3) {
-                    content.extend_from_slice(&MemberId::new(1, 1).0.to_be_bytes());
-                    content.extend_from_slice(&(seq + *b as u64 % 8).to_be_bytes());
-                    content.extend_from_slice(&seq.to_be_bytes());
-                },
-                5 => {
-                    content.extend_from_slice(&MemberId::new(1, 1).0.to_be_bytes());
-                    content.extend_from_slice(&seq.to_be_bytes());
-                    content.extend_from_slice(&(seq + 1 + (*a as u64 % 100)).to_be_bytes());
-                }
-                _ => { content.extend_from_slice(&(seq + (*a as u64 % 50)).to_be_bytes()); content.extend_from_slice(&seq.to_be_bytes()); }
-            }
+            let content = frame_content(*kind, seq, *a, *b, *c, payload);
             body.push(*kind);
             body.push(flags & 1);
             body.extend_from_slice(&(content.len() as u16).to_be_bytes());
@@ -159,6 +138,127 @@ proptest! {
         }
         still_works(&mut e, &keys, pn);
     }
+
+    /// Relay frames and requests with random fields at a wedged, flushing member of a
+    /// three-member group (where relays are accepted): never a panic, every rejected frame
+    /// counted, and the view change still completes afterwards.
+    #[test]
+    fn hostile_relays_during_a_flush_never_panic(
+        frames in proptest::collection::vec((1u8..9, any::<u8>(), any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64), any::<bool>()), 1..16),
+        through in 0u64..40,
+    ) {
+        let members = vec![MemberId::new(1, 1), MemberId::new(2, 1), MemberId::new(3, 1)];
+        let cfg = ProtocolConfig {
+            max_message_bytes: 1 << 20,
+            send_buffer_bytes: 1 << 20,
+            ..ProtocolConfig::default()
+        };
+        let mut e = Endpoint::new(cfg, members[0], 1, 7, |_: &Delivery<'_>| true);
+        e.join(GROUP, GroupSpec { view: ViewId(1), members: members.clone(), multicast: false, key: None });
+        e.wedge(GROUP, ViewId(1)).unwrap();
+        let cut: Vec<CutEntry> = members.iter().map(|m| CutEntry {
+            sender: *m,
+            through: if *m == members[2] { through } else { 0 },
+            holder: members[1],
+        }).collect();
+        e.flush(GROUP, ViewId(1), &cut).unwrap();
+        let keys = Keys::default();
+        let mut pn = 1;
+        for (kind, flags, seq, a, b, c, payload, direct) in &frames {
+            let seq = seq % 64;
+            let content = frame_content(*kind, seq, *a, *b, *c, payload);
+            let mut body = vec![*kind, flags & 1];
+            body.extend_from_slice(&(content.len() as u16).to_be_bytes());
+            body.extend_from_slice(&content);
+            let mut d = sealed(&keys, if *direct { 2 } else { 1 }, 1, &body, pn);
+            pn += 1;
+            let now = Timestamp::from_nanos(pn * 100_000);
+            e.handle_datagram(now, from(), &mut d);
+            e.handle_timeout(now);
+            e.poll_delivery();
+            let mut buf = vec![0u8; 1500];
+            while e.poll_transmit(now, &mut buf).is_some() {}
+        }
+        prop_assert!(e.is_wedged(GROUP));
+        // A correct cut of what it holds now still completes the view change.
+        let r = e.wedge(GROUP, ViewId(1)).unwrap();
+        let cut: Vec<CutEntry> = r.positions.iter().map(|(m, p)| CutEntry { sender: *m, through: *p, holder: members[0] }).collect();
+        e.flush(GROUP, ViewId(1), &cut).unwrap();
+        prop_assert!(e.flushed(GROUP));
+        e.install(GROUP, GroupSpec { view: ViewId(2), members: members[..2].to_vec(), multicast: false, key: None }).unwrap();
+        prop_assert!(e.try_send(Timestamp::from_nanos(1 << 40), GROUP, b"after").is_ok());
+    }
+}
+
+/// The content of a frame of `kind` with plausible random fields.
+fn frame_content(kind: u8, seq: u64, a: u32, b: u32, c: u32, payload: &[u8]) -> Vec<u8> {
+    let mut content = Vec::new();
+    match kind {
+        1 | 3 => {
+            content.extend_from_slice(&seq.to_be_bytes());
+            content.extend_from_slice(payload);
+        }
+        2 => {
+            content.extend_from_slice(&seq.to_be_bytes());
+            content.extend_from_slice(&(a % 8).to_be_bytes());
+            content.extend_from_slice(&(b % 8).to_be_bytes());
+            content.extend_from_slice(&(c % 4096).to_be_bytes());
+            content.extend_from_slice(payload);
+        }
+        4 => {
+            for _ in 0..(1 + a % 3) {
+                content.extend_from_slice(&MemberId::new(1, 1).0.to_be_bytes());
+                content.extend_from_slice(&(seq + b as u64 % 8).to_be_bytes());
+                content.extend_from_slice(&seq.to_be_bytes());
+            }
+        }
+        5 => {
+            content.extend_from_slice(&MemberId::new(1, 1).0.to_be_bytes());
+            content.extend_from_slice(&seq.to_be_bytes());
+            content.extend_from_slice(&(seq + 1 + (a as u64 % 100)).to_be_bytes());
+        }
+        6 => {
+            content.extend_from_slice(&(seq + (a as u64 % 50)).to_be_bytes());
+            content.extend_from_slice(&seq.to_be_bytes());
+        }
+        7 => {
+            let origin = [
+                MemberId::new(1, 1),
+                MemberId::new(2, 1),
+                MemberId::new(3, 1),
+                MemberId::new(9, 1),
+            ][(b % 4) as usize];
+            content.extend_from_slice(&origin.0.to_be_bytes());
+            content.extend_from_slice(&seq.to_be_bytes());
+            content.extend_from_slice(&(seq + (a as u64 % 300)).to_be_bytes());
+        }
+        _ => {
+            let origin = [
+                MemberId::new(1, 1),
+                MemberId::new(2, 1),
+                MemberId::new(3, 1),
+                MemberId::new(9, 1),
+            ][(b % 4) as usize];
+            content.extend_from_slice(&origin.0.to_be_bytes());
+            content.extend_from_slice(&seq.to_be_bytes());
+            let count = if c.is_multiple_of(2) { 1 } else { 2 + c % 4 };
+            let index = if count == 1 {
+                0
+            } else {
+                (a % count).min(seq.saturating_sub(1) as u32)
+            };
+            let total = if count == 1 {
+                payload.len() as u32
+            } else {
+                (payload.len() as u32).max(count) + a % 64
+            };
+            content.extend_from_slice(&index.to_be_bytes());
+            content.extend_from_slice(&count.to_be_bytes());
+            content.extend_from_slice(&total.to_be_bytes());
+            content.extend_from_slice(payload);
+        }
+    }
+    content
 }
 
 #[test]

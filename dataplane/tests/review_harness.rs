@@ -104,6 +104,16 @@ pub enum F {
         next_seq: u64,
         floor: u64,
     },
+    RelayReq {
+        origin: MemberId,
+        from: u64,
+        to: u64,
+    },
+    Relay {
+        origin: MemberId,
+        seq: u64,
+        len: usize,
+    },
 }
 
 /// Decodes the frames of an unencrypted datagram (checksum or authenticated mode).
@@ -156,6 +166,17 @@ pub fn frames(bytes: &[u8], trailer: usize) -> Vec<F> {
                 p2p,
                 next_seq,
                 floor,
+            },
+            Frame::RelayReq { origin, from, to } => F::RelayReq { origin, from, to },
+            Frame::Relay {
+                origin,
+                seq,
+                payload,
+                ..
+            } => F::Relay {
+                origin,
+                seq,
+                len: payload.len(),
             },
         })
         .collect()

@@ -432,7 +432,8 @@ impl Core {
                         g.submitted += 1;
                         total += 1;
                     }
-                    Err(SendError::WouldBlock) => {
+                    // A wedged group (view change in progress) is backpressure too.
+                    Err(SendError::WouldBlock) | Err(SendError::Wedged(_)) => {
                         rec.unread();
                         g.submit_blocked = true;
                         g.submit_would_block += 1;

@@ -25,7 +25,8 @@ mod recv_stream;
 mod send_stream;
 
 pub use endpoint::{
-    Delivery, DeliveryKind, DeliverySink, Endpoint, EndpointStats, GroupSpec, GroupStats, SendError,
+    CutEntry, Delivery, DeliveryKind, DeliverySink, Endpoint, EndpointStats, GroupSpec, GroupStats,
+    SendError, ViewChangeError, WedgeReport,
 };
 pub use rate_limit::{RateLimit, RateLimiter, MIN_PERIOD};
 

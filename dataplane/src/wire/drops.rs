@@ -38,11 +38,18 @@ pub enum DropReason {
     OutOfWindow,
     /// Raw (unreliable) traffic dropped because the delivery queue was full.
     RawOverflow,
+    /// A group data frame above a wedged stream's limit (view change in progress), or a relay
+    /// frame arriving when the group is not flushing.
+    Wedged,
+    /// A data frame that would have become contiguous but the receiver's retention ring (the
+    /// frames it keeps until all-stable, to relay them in a flush) is full; it is treated as
+    /// lost and recovered by NAK later.
+    RetentionFull,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 18;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::TooShort,
@@ -61,6 +68,8 @@ impl DropReason {
         DropReason::OwnPacket,
         DropReason::OutOfWindow,
         DropReason::RawOverflow,
+        DropReason::Wedged,
+        DropReason::RetentionFull,
     ];
 
     /// A short snake_case name for reports.
@@ -82,6 +91,8 @@ impl DropReason {
             DropReason::OwnPacket => "own_packet",
             DropReason::OutOfWindow => "out_of_window",
             DropReason::RawOverflow => "raw_overflow",
+            DropReason::Wedged => "wedged",
+            DropReason::RetentionFull => "retention_full",
         }
     }
 }

@@ -11,6 +11,9 @@
 //! ACK  4:  n × { sender u64 | received u64 | consumed u64 }     receipt report
 //! NAK  5:  target u64 | n × { start u64 | end u64 }             missing [start, end)
 //! HIGH 6:  next_seq u64 | floor u64                             sender heartbeat
+//! RELAY_REQ 7: origin u64 | from u64 | to u64                  flush: ask for origin's frames
+//! RELAY 8: origin u64 | seq u64 | index u32 | count u32 | total_len u32 | payload
+//!                                                              flush: one frame of origin's stream
 //! ```
 //! Flag bit 0 (`P2P`) says the frame belongs to the point-to-point stream between the packet's
 //! sender and its addressee rather than to the group stream. Sequence numbers count frames: a
@@ -29,6 +32,11 @@ pub const FRAME_PREFIX_LEN: usize = 4;
 pub const MSG_SUBHEADER_LEN: usize = 8;
 /// Sub-header bytes of FRAG frames.
 pub const FRAG_SUBHEADER_LEN: usize = 20;
+/// Sub-header bytes of RELAY frames (the largest data sub-header: every data frame's payload is
+/// sized so that it can later be relayed in one RELAY frame).
+pub const RELAY_SUBHEADER_LEN: usize = 28;
+/// Content bytes of a RELAY_REQ frame.
+pub const RELAY_REQ_LEN: usize = 24;
 /// Bytes of one ACK entry.
 pub const ACK_ENTRY_LEN: usize = 24;
 /// Bytes of one NAK range.
@@ -42,6 +50,8 @@ const KIND_RAW: u8 = 3;
 const KIND_ACK: u8 = 4;
 const KIND_NAK: u8 = 5;
 const KIND_HIGH: u8 = 6;
+const KIND_RELAY_REQ: u8 = 7;
+const KIND_RELAY: u8 = 8;
 const FLAG_P2P: u8 = 1;
 
 /// One receipt-report entry: what the reporter holds of `sender`'s stream.
@@ -124,6 +134,30 @@ pub enum Frame<'a> {
         next_seq: u64,
         /// The sender no longer holds anything below this.
         floor: u64,
+    },
+    /// A flush relay request: send me `origin`'s group-stream frames `from..=to` of this view.
+    RelayReq {
+        /// Whose group stream.
+        origin: MemberId,
+        /// First frame wanted (≥ 1).
+        from: u64,
+        /// Last frame wanted (≥ `from`).
+        to: u64,
+    },
+    /// One frame of `origin`'s group stream, relayed during a flush.
+    Relay {
+        /// Whose group stream the frame belongs to.
+        origin: MemberId,
+        /// The frame's sequence number.
+        seq: u64,
+        /// Fragment index (0 for a whole message).
+        index: u32,
+        /// Fragments of the message (1 = a whole message).
+        count: u32,
+        /// The whole message's length.
+        total_len: u32,
+        /// The frame's bytes.
+        payload: &'a [u8],
     },
 }
 
@@ -319,6 +353,49 @@ impl<'a> Iterator for FrameReader<'a> {
                     floor,
                 }
             }
+            KIND_RELAY_REQ => {
+                if len != RELAY_REQ_LEN || p2p {
+                    return self.fail();
+                }
+                let origin = MemberId(read_u64(content));
+                let from = read_u64(&content[8..]);
+                let to = read_u64(&content[16..]);
+                if from == 0 || from > to {
+                    return self.fail();
+                }
+                Frame::RelayReq { origin, from, to }
+            }
+            KIND_RELAY => {
+                if len < RELAY_SUBHEADER_LEN || p2p {
+                    return self.fail();
+                }
+                let origin = MemberId(read_u64(content));
+                let seq = read_u64(&content[8..]);
+                let index = read_u32(&content[16..]);
+                let count = read_u32(&content[20..]);
+                let total_len = read_u32(&content[24..]);
+                let payload = &content[RELAY_SUBHEADER_LEN..];
+                let valid = if count == 1 {
+                    seq >= 1 && index == 0 && total_len as usize == payload.len()
+                } else {
+                    count >= 2
+                        && index < count
+                        && seq > index as u64
+                        && (total_len as u64) >= count as u64
+                        && payload.len() <= total_len as usize
+                };
+                if !valid {
+                    return self.fail();
+                }
+                Frame::Relay {
+                    origin,
+                    seq,
+                    index,
+                    count,
+                    total_len,
+                    payload,
+                }
+            }
             _ => return self.fail(),
         };
         Some(Ok(frame))
@@ -497,6 +574,46 @@ impl<'a> PacketWriter<'a> {
         true
     }
 
+    /// Appends a RELAY_REQ frame (`from ≥ 1`, `from ≤ to`); false if it does not fit.
+    pub fn push_relay_req(&mut self, origin: MemberId, from: u64, to: u64) -> bool {
+        if self.room() < RELAY_REQ_LEN {
+            return false;
+        }
+        debug_assert!(from >= 1 && from <= to);
+        self.prefix(KIND_RELAY_REQ, false, RELAY_REQ_LEN);
+        self.put(&origin.0.to_be_bytes());
+        self.put(&from.to_be_bytes());
+        self.put(&to.to_be_bytes());
+        true
+    }
+
+    /// Appends a RELAY frame carrying one frame of `origin`'s stream (`count == 1` for a whole
+    /// message); false (nothing written) if it does not fit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_relay(
+        &mut self,
+        origin: MemberId,
+        seq: u64,
+        index: u32,
+        count: u32,
+        total_len: u32,
+        payload: &[u8],
+    ) -> bool {
+        let len = RELAY_SUBHEADER_LEN + payload.len();
+        if len > self.room() {
+            return false;
+        }
+        debug_assert!(seq >= 1 && index < count);
+        self.prefix(KIND_RELAY, false, len);
+        self.put(&origin.0.to_be_bytes());
+        self.put(&seq.to_be_bytes());
+        self.put(&index.to_be_bytes());
+        self.put(&count.to_be_bytes());
+        self.put(&total_len.to_be_bytes());
+        self.put(payload);
+        true
+    }
+
     /// Writes the header and returns the length of header + body (the trailer is added by
     /// sealing). `flags` are the seal flags chosen by the sealer.
     #[allow(clippy::too_many_arguments)]
@@ -642,7 +759,131 @@ mod tests {
         assert_eq!(r[1], Err(DropReason::MalformedFrame));
     }
 
+    #[test]
+    fn relay_frames_round_trip_and_validate() {
+        let mut buf = vec![0u8; 1500];
+        let mut w = PacketWriter::new(&mut buf, 1500, 8);
+        assert!(w.push_relay_req(MemberId(9), 3, 40));
+        assert!(w.push_relay(MemberId(9), 5, 0, 1, 3, b"abc"));
+        assert!(w.push_relay(MemberId(9), 7, 1, 3, 5000, &[4u8; 100]));
+        assert!(w.push_relay(MemberId(9), 8, 0, 1, 0, b""));
+        let len = w.finish(PacketKind::Direct, ViewId(1), GroupId(2), MemberId(3), 9, 0);
+        let (body, count) = body_of(&buf, len);
+        let frames: Vec<_> = FrameReader::new(body, count)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            frames[0],
+            Frame::RelayReq {
+                origin: MemberId(9),
+                from: 3,
+                to: 40
+            }
+        );
+        assert_eq!(
+            frames[1],
+            Frame::Relay {
+                origin: MemberId(9),
+                seq: 5,
+                index: 0,
+                count: 1,
+                total_len: 3,
+                payload: b"abc"
+            }
+        );
+        match frames[2] {
+            Frame::Relay {
+                seq,
+                index,
+                count,
+                total_len,
+                payload,
+                ..
+            } => assert_eq!(
+                (seq, index, count, total_len, payload.len()),
+                (7, 1, 3, 5000, 100)
+            ),
+            f => panic!("{f:?}"),
+        }
+        assert!(matches!(frames[3], Frame::Relay { seq: 8, .. }));
+        // Invalid fields are malformed.
+        let bad = |kind: u8, flags: u8, content: &[u8]| {
+            let mut b = vec![kind, flags];
+            b.extend_from_slice(&(content.len() as u16).to_be_bytes());
+            b.extend_from_slice(content);
+            FrameReader::new(&b, 1).next().map(|r| r.map(|_| ()))
+        };
+        let req = |o: u64, f: u64, t: u64| {
+            let mut c = o.to_be_bytes().to_vec();
+            c.extend_from_slice(&f.to_be_bytes());
+            c.extend_from_slice(&t.to_be_bytes());
+            c
+        };
+        assert!(matches!(bad(7, 0, &req(1, 2, 2)), Some(Ok(_))));
+        assert_eq!(
+            bad(7, 0, &req(1, 0, 2)),
+            Some(Err(DropReason::MalformedFrame))
+        );
+        assert_eq!(
+            bad(7, 0, &req(1, 3, 2)),
+            Some(Err(DropReason::MalformedFrame))
+        );
+        assert_eq!(
+            bad(7, 1, &req(1, 1, 2)),
+            Some(Err(DropReason::MalformedFrame))
+        );
+        assert_eq!(
+            bad(7, 0, &req(1, 1, 2)[..23]),
+            Some(Err(DropReason::MalformedFrame))
+        );
+        let relay = |seq: u64, index: u32, count: u32, total: u32, payload: &[u8]| {
+            let mut c = 1u64.to_be_bytes().to_vec();
+            c.extend_from_slice(&seq.to_be_bytes());
+            c.extend_from_slice(&index.to_be_bytes());
+            c.extend_from_slice(&count.to_be_bytes());
+            c.extend_from_slice(&total.to_be_bytes());
+            c.extend_from_slice(payload);
+            c
+        };
+        assert!(matches!(bad(8, 0, &relay(1, 0, 1, 2, b"ab")), Some(Ok(_))));
+        for c in [
+            relay(0, 0, 1, 2, b"ab"),   // seq 0
+            relay(1, 0, 1, 3, b"ab"),   // whole message with a wrong length
+            relay(1, 1, 1, 2, b"ab"),   // index ≥ count
+            relay(1, 0, 0, 2, b"ab"),   // count 0
+            relay(2, 2, 3, 100, b"ab"), // seq ≤ index
+            relay(5, 1, 3, 2, b"ab"),   // total below count
+            relay(5, 1, 3, 3, b"abcd"), // payload above total
+        ] {
+            assert_eq!(
+                bad(8, 0, &c),
+                Some(Err(DropReason::MalformedFrame)),
+                "{c:?}"
+            );
+        }
+        assert_eq!(
+            bad(8, 1, &relay(1, 0, 1, 2, b"ab")),
+            Some(Err(DropReason::MalformedFrame))
+        );
+    }
+
     proptest::proptest! {
+        #[test]
+        fn relay_decoders_never_panic(content in proptest::collection::vec(proptest::num::u8::ANY, 0..80), kind in 7u8..9, flags in 0u8..2) {
+            let mut b = vec![kind, flags];
+            b.extend_from_slice(&(content.len() as u16).to_be_bytes());
+            b.extend_from_slice(&content);
+            for f in FrameReader::new(&b, 1) {
+                if let Ok(Frame::Relay { payload, count, index, total_len, .. }) = f {
+                    proptest::prop_assert!(index < count);
+                    proptest::prop_assert!(payload.len() <= total_len as usize);
+                }
+                if let Ok(Frame::RelayReq { from, to, .. }) = f {
+                    proptest::prop_assert!(from >= 1 && from <= to);
+                }
+            }
+        }
+
         #[test]
         fn reader_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..400), n in 0u8..20) {
             for f in FrameReader::new(&body, n) {

@@ -24,7 +24,7 @@ pub mod seal;
 pub use drops::{DropCounters, DropReason};
 pub use frame::{
     AckEntry, Frame, FrameReader, NakRange, PacketWriter, ACK_ENTRY_LEN, FRAG_SUBHEADER_LEN,
-    FRAME_PREFIX_LEN, MSG_SUBHEADER_LEN,
+    FRAME_PREFIX_LEN, MSG_SUBHEADER_LEN, RELAY_REQ_LEN, RELAY_SUBHEADER_LEN,
 };
 pub use header::{PacketHeader, PacketKind, HEADER_LEN, MAGIC, VERSION};
 pub use seal::{Keys, SealMode, Sealer, TRAILER_MAX};
