@@ -18,8 +18,12 @@
 
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod codec;
 pub mod config;
 pub mod drmc;
 pub mod fd;
 pub mod oracle;
+pub mod proto;
+pub mod service;
+pub mod system_sim;

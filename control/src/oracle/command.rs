@@ -198,6 +198,31 @@ pub enum Command {
         /// Range, cap and global unicast-only mode.
         params: McParams,
     },
+    /// A wedged member reports, for the flush of its group's installed view `view` in round
+    /// `round`, the last frame it holds contiguously of every member's group stream.
+    FlushReport {
+        /// The group.
+        group: GroupId,
+        /// The installed view being flushed.
+        view: ViewId,
+        /// The flush round (a round restarts when a reporter fails after the cut).
+        round: u32,
+        /// The reporter.
+        member: MemberId,
+        /// `(sender, last frame held contiguously)` per member of the view.
+        positions: Vec<(MemberId, u64)>,
+    },
+    /// A member holds and delivered everything up to the round's cut.
+    FlushDone {
+        /// The group.
+        group: GroupId,
+        /// The installed view being flushed.
+        view: ViewId,
+        /// The flush round.
+        round: u32,
+        /// The member.
+        member: MemberId,
+    },
 }
 
 impl Command {
@@ -215,6 +240,8 @@ impl Command {
             Command::SetPolicy { .. } => "SetPolicy",
             Command::SetTraffic { .. } => "SetTraffic",
             Command::RemapMulticast { .. } => "RemapMulticast",
+            Command::FlushReport { .. } => "FlushReport",
+            Command::FlushDone { .. } => "FlushDone",
         }
     }
 }
@@ -256,6 +283,18 @@ impl View {
     }
 }
 
+/// One sender's entry of a flush cut: every survivor must hold and deliver `sender`'s group
+/// stream frames `1..=through` of the flushed view; `holder` (a reporter) holds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CutPoint {
+    /// The stream's sender.
+    pub sender: MemberId,
+    /// Last frame of the stream every survivor delivers in the flushed view.
+    pub through: u64,
+    /// A reporter holding frames `1..=through` (the relay source).
+    pub holder: MemberId,
+}
+
 /// What applying a command produced; every replica produces the identical sequence.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Event {
@@ -264,8 +303,33 @@ pub enum Event {
         /// The new incarnation.
         member: MemberId,
     },
-    /// A group installs a new view (one per affected group per command).
+    /// A group's membership decision: the next view (one per affected group per command).
+    /// Members install decided views in order, each after a flush of the previous one
+    /// ([`Event::Wedge`], [`Event::FlushCut`], [`Event::Installed`]).
     NewView(View),
+    /// The flush of the installed view `view` starts (or restarts in a new round): every live
+    /// member of it wedges and sends a [`Command::FlushReport`].
+    Wedge {
+        /// The group.
+        group: GroupId,
+        /// The installed view being flushed.
+        view: ViewId,
+        /// The round.
+        round: u32,
+    },
+    /// Every reporter reported: the cut each survivor must reach before the next view.
+    FlushCut {
+        /// The group.
+        group: GroupId,
+        /// The installed view being flushed.
+        view: ViewId,
+        /// The round.
+        round: u32,
+        /// Per sender (rank order), senders with nothing to deliver omitted.
+        cut: Vec<CutPoint>,
+    },
+    /// Every reporter reached the cut: the next decided view is installed.
+    Installed(View),
     /// A group ended (terminated, or its last member left or failed).
     GroupTerminated {
         /// The group.
@@ -382,10 +446,22 @@ pub enum CommandError {
         seq: u64,
         /// The last applied one.
         last: u64,
+        /// When `seq` repeats the last applied request and that one was refused: why (so a
+        /// retried request gets its original answer).
+        refused: Option<String>,
     },
     /// Invalid Dr. Multicast parameters.
     BadParams {
         /// What is wrong (names the variable).
+        reason: String,
+    },
+    /// A flush report or completion that does not match the group's flush in progress
+    /// (stale view or round, not a reporter, no flush). Harmless: members retry on the
+    /// current state.
+    StaleFlush {
+        /// The group.
+        group: GroupId,
+        /// What did not match.
         reason: String,
     },
     /// The log entry did not decode (only possible from a buggy or hostile proposer).
@@ -436,11 +512,14 @@ impl fmt::Display for CommandError {
             CommandError::InBatch { index, error } => {
                 write!(f, "batch entry {index} refused (whole batch refused): {error}")
             }
-            CommandError::Duplicate { client, seq, last } => write!(
+            CommandError::Duplicate { client, seq, last, .. } => write!(
                 f,
                 "duplicate request: client {client} seq {seq} is not above the last applied seq {last}"
             ),
             CommandError::BadParams { reason } => write!(f, "bad Dr. Multicast parameters: {reason}"),
+            CommandError::StaleFlush { group, reason } => {
+                write!(f, "stale flush message for {group}: {reason}")
+            }
             CommandError::Malformed { reason } => write!(f, "malformed log entry: {reason}"),
         }
     }
@@ -461,6 +540,8 @@ const T_FAILED: u8 = 8;
 const T_SETPOLICY: u8 = 9;
 const T_SETTRAFFIC: u8 = 10;
 const T_REMAP: u8 = 11;
+const T_FLUSH_REPORT: u8 = 12;
+const T_FLUSH_DONE: u8 = 13;
 
 impl Request {
     /// The compact binary form (see the module docs).
@@ -720,6 +801,36 @@ pub(crate) fn encode_command(w: &mut Writer, c: &Command) {
             w.u8(T_REMAP);
             put_params(w, params);
         }
+        Command::FlushReport {
+            group,
+            view,
+            round,
+            member,
+            positions,
+        } => {
+            w.u8(T_FLUSH_REPORT);
+            put_group(w, *group);
+            w.varint(u64::from(view.0));
+            w.varint(u64::from(*round));
+            put_member(w, *member);
+            w.varint(positions.len() as u64);
+            for (m, p) in positions {
+                put_member(w, *m);
+                w.varint(*p);
+            }
+        }
+        Command::FlushDone {
+            group,
+            view,
+            round,
+            member,
+        } => {
+            w.u8(T_FLUSH_DONE);
+            put_group(w, *group);
+            w.varint(u64::from(view.0));
+            w.varint(u64::from(*round));
+            put_member(w, *member);
+        }
     }
 }
 
@@ -790,6 +901,30 @@ pub(crate) fn decode_command(r: &mut Reader<'_>) -> Result<Command, DecodeError>
         }
         T_REMAP => Command::RemapMulticast {
             params: get_params(r)?,
+        },
+        T_FLUSH_REPORT => {
+            let group = get_group(r)?;
+            let view = ViewId(r.varint_u32("view id")?);
+            let round = r.varint_u32("flush round")?;
+            let member = get_member(r, "member")?;
+            let n = r.count(MAX_LIST, 2, "flush positions")?;
+            let mut positions = Vec::with_capacity(n);
+            for _ in 0..n {
+                positions.push((get_member(r, "sender")?, r.varint("position")?));
+            }
+            Command::FlushReport {
+                group,
+                view,
+                round,
+                member,
+                positions,
+            }
+        }
+        T_FLUSH_DONE => Command::FlushDone {
+            group: get_group(r)?,
+            view: ViewId(r.varint_u32("view id")?),
+            round: r.varint_u32("flush round")?,
+            member: get_member(r, "member")?,
         },
         tag => {
             return Err(DecodeError::BadTag {
@@ -887,7 +1022,7 @@ pub(crate) mod tests {
                 .prop_map(|(member, reason)| Command::ProcessFailed { member, reason }),
             (group.clone(), arb_policy())
                 .prop_map(|(group, policy)| Command::SetPolicy { group, policy }),
-            proptest::collection::vec((group, any::<u64>()), 0..4)
+            proptest::collection::vec((group.clone(), any::<u64>()), 0..4)
                 .prop_map(|rates| Command::SetTraffic { rates }),
             (any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>()).prop_map(
                 |(lo, hi, max_addrs, unicast_only)| Command::RemapMulticast {
@@ -897,6 +1032,30 @@ pub(crate) mod tests {
                         max_addrs,
                         unicast_only
                     }
+                }
+            ),
+            (
+                group.clone(),
+                any::<u32>(),
+                any::<u32>(),
+                arb_member(),
+                proptest::collection::vec((arb_member(), any::<u64>()), 0..4)
+            )
+                .prop_map(|(group, view, round, member, positions)| {
+                    Command::FlushReport {
+                        group,
+                        view: ViewId(view),
+                        round,
+                        member,
+                        positions,
+                    }
+                }),
+            (group.clone(), any::<u32>(), any::<u32>(), arb_member()).prop_map(
+                |(group, view, round, member)| Command::FlushDone {
+                    group,
+                    view: ViewId(view),
+                    round,
+                    member
                 }
             ),
         ]

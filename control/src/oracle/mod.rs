@@ -38,12 +38,12 @@ pub mod state;
 pub mod storage;
 
 pub use command::{
-    group_id, Command, CommandError, Event, FailureReason, GroupJoin, GroupLeave, Request,
-    Signature, View,
+    group_id, Command, CommandError, CutPoint, Event, FailureReason, GroupJoin, GroupLeave,
+    Request, Signature, View,
 };
 pub use replica::{
     Committed, Output, ProposalId, ProposeError, Replica, ReplicaConfig, ReplicaError,
     ReplicaStats, StepError,
 };
-pub use state::{GroupRecord, MemberStatus, OracleState, ProcessRecord, ProcessStatus};
+pub use state::{FlushRound, GroupRecord, MemberStatus, OracleState, ProcessRecord, ProcessStatus};
 pub use storage::OracleStorage;

@@ -26,11 +26,14 @@
 //!
 //! # Determinism
 //!
-//! raft 0.7 draws its randomized election timeout from `rand::thread_rng()`. We give raft
-//! `min_election_tick = t` and `max_election_tick = t + 1`, so the draw from `t..t + 1` is
-//! always `t`; `t` itself is drawn per replica from the seeded [`Rng`] in
-//! `election_tick .. 2 × election_tick`. The crate's own maps use a fixed-seed hasher, so
-//! given the same seeds and the same sequence of calls a replica behaves identically.
+//! raft 0.7 draws its randomized election timeout from `rand::thread_rng()` whenever it resets
+//! its election timer. After every call into raft, while the timer is freshly reset (elapsed
+//! 0), the replica overrides that draw with one from its own seeded [`Rng`] in
+//! `election_tick .. 2 × election_tick` (no tick happens in between, so raft's own draw is
+//! never used). A fresh draw per election also breaks ties: fixed per-replica timeouts let
+//! two replicas with equal timeouts split the vote forever. The crate's own maps use a
+//! fixed-seed hasher, so given the same seeds and the same sequence of calls a replica
+//! behaves identically.
 //!
 //! # Safety properties
 //!
@@ -135,14 +138,14 @@ impl ReplicaConfig {
     }
 
     fn raft_config(&self) -> Config {
-        let t = self.election_timeout();
+        let base = self.election_tick.max(self.heartbeat_tick + 1);
         Config {
             id: self.id,
             heartbeat_tick: self.heartbeat_tick,
-            election_tick: t,
-            min_election_tick: t,
-            // raft draws from t..t+1: always t (no thread_rng nondeterminism).
-            max_election_tick: t + 1,
+            election_tick: base,
+            min_election_tick: base,
+            // Raft's own draw is replaced by a seeded one (see the module docs).
+            max_election_tick: 2 * base,
             pre_vote: true,
             check_quorum: true,
             max_size_per_msg: self.max_append_bytes,
@@ -374,6 +377,8 @@ pub struct Replica {
     ticks: u64,
     /// Peers sent a snapshot, with the tick it was sent at.
     snapshot_sent: BTreeMap<u64, u64>,
+    /// Draws election timeouts (see the module docs on determinism).
+    election_rng: Rng,
 }
 
 impl std::fmt::Debug for Replica {
@@ -442,6 +447,9 @@ impl Replica {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let node = RawNode::new(&raft_config, storage, &logger)
             .map_err(|e| ReplicaError::Config(e.to_string()))?;
+        let election_rng = Rng::new(
+            config.seed ^ config.id.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ boot.rotate_left(32),
+        );
         let mut replica = Replica {
             config,
             node,
@@ -457,6 +465,7 @@ impl Replica {
             broken: false,
             ticks: 0,
             snapshot_sent: BTreeMap::new(),
+            election_rng,
         };
         if replica.config.peers.len() == 1 {
             // Sole voter: elect ourselves now rather than after an election timeout.
@@ -760,12 +769,29 @@ impl Replica {
     /// Runs `f` catching panics from raft; a panic breaks the replica for good.
     fn guarded(&mut self, f: impl FnOnce(&mut Self) -> Result<(), String>) -> Result<(), String> {
         match catch_unwind(AssertUnwindSafe(|| f(self))) {
-            Ok(r) => r,
+            Ok(r) => {
+                self.redraw_election_timeout();
+                r
+            }
             Err(_) => {
                 self.broken = true;
                 self.stats.panics += 1;
                 Err("internal panic".into())
             }
+        }
+    }
+
+    /// Replaces raft's thread_rng election timeout with a seeded draw while the election timer
+    /// is freshly reset.
+    fn redraw_election_timeout(&mut self) {
+        let raft = &mut self.node.raft;
+        if raft.election_elapsed == 0 {
+            let base = self
+                .config
+                .election_tick
+                .max(self.config.heartbeat_tick + 1);
+            let t = base + self.election_rng.below(base as u64) as usize;
+            raft.set_randomized_election_timeout(t);
         }
     }
 

@@ -18,6 +18,15 @@
 //! * A group whose last member leaves or fails terminates; its last view id is remembered so
 //!   a later group of the same name continues the view numbering (no stale view is ever
 //!   confused with a new one).
+//! * **Decided vs installed.** A command's view is *decided* at once ([`Event::NewView`]);
+//!   members *install* decided views one at a time, in order, each after a flush of the
+//!   installed one (virtual synchrony): [`Event::Wedge`] asks every live member of the
+//!   installed view to wedge and report what it holds ([`Command::FlushReport`]); when all
+//!   did, [`Event::FlushCut`] fixes, per sender, the maximum any reporter holds and who holds
+//!   it; when every reporter holds and delivered its cut ([`Command::FlushDone`]), the next
+//!   decided view is [`Event::Installed`]. A reporter failing after the cut restarts the
+//!   flush in a new round (a dead holder may have been needed); before the cut its report is
+//!   simply ignored. With no live reporter the next view installs at once.
 //! * A failed or superseded incarnation is removed from every group and stays excluded
 //!   forever: any later request naming it is refused as [`CommandError::Poisoned`] /
 //!   [`CommandError::StaleIncarnation`], and [`OracleState::member_status`] tells a driver to
@@ -31,7 +40,7 @@ use vsync_dataplane::{GroupId, MemberId, ViewId};
 use super::command::{
     get_group, get_ipv4, get_members, get_params, get_policy, get_reason, get_signature,
     get_sockaddr, group_id, put_group, put_ipv4, put_members, put_params, put_policy, put_reason,
-    put_signature, put_sockaddr, Command, CommandError, Event, FailureReason, GroupJoin,
+    put_signature, put_sockaddr, Command, CommandError, CutPoint, Event, FailureReason, GroupJoin,
     GroupLeave, Request, Signature, View, MAX_GROUP_NAME,
 };
 use crate::codec::{DecodeError, Reader, Writer};
@@ -75,12 +84,34 @@ pub struct GroupRecord {
     pub signature: Signature,
     /// IP-multicast preference.
     pub policy: McPolicy,
-    /// The current view.
+    /// The latest decided view (the base of the next membership change).
     pub view: View,
     /// Last reported traffic rate (messages/s).
     pub traffic: u64,
     /// Physical IP-multicast address, `None` for unicast fan-out.
     pub mcast: Option<Ipv4Addr>,
+    /// The view its members have installed (all live ones flushed into it).
+    pub installed: View,
+    /// Decided views not installed yet, in order (the first is being flushed into).
+    pub pending: Vec<View>,
+    /// The flush of `installed` toward `pending[0]`.
+    pub flush: FlushRound,
+}
+
+/// Progress of one group's flush (view change) from its installed view to the next decided
+/// one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlushRound {
+    /// The round number (per group, increasing; 0 = none yet).
+    pub round: u32,
+    /// True while a round is announced and running.
+    pub active: bool,
+    /// Reports received this round: reporter → `(sender, last frame held)`.
+    pub reports: BTreeMap<MemberId, Vec<(MemberId, u64)>>,
+    /// The cut, once every live reporter reported.
+    pub cut: Option<Vec<CutPoint>>,
+    /// Reporters that reached and delivered the cut.
+    pub done: BTreeSet<MemberId>,
 }
 
 /// How the oracle regards a member address that sent something.
@@ -107,11 +138,13 @@ pub struct OracleState {
     /// Last view id of terminated groups, so a re-created group continues the numbering.
     retired: BTreeMap<GroupId, ViewId>,
     /// Last applied request number per client (duplicate suppression).
-    clients: BTreeMap<u64, u64>,
+    clients: BTreeMap<u64, (u64, Option<String>)>,
     /// Dr. Multicast parameters, once set.
     mc_params: Option<McParams>,
     /// Requests applied (accepted or refused).
     applied: u64,
+    /// Groups with decided views not installed yet.
+    flushing: BTreeSet<GroupId>,
 }
 
 /// Membership test over a view's members: a linear scan for a few probes, a sorted copy
@@ -211,15 +244,19 @@ impl OracleState {
     pub fn apply_request(&mut self, req: &Request) -> Result<Vec<Event>, CommandError> {
         self.applied += 1;
         if req.client != 0 {
-            let last = self.clients.get(&req.client).copied().unwrap_or(0);
+            let (last, refused) = self.clients.get(&req.client).cloned().unwrap_or((0, None));
             if req.seq <= last {
                 return Err(CommandError::Duplicate {
                     client: req.client,
                     seq: req.seq,
                     last,
+                    refused: if req.seq == last { refused } else { None },
                 });
             }
-            self.clients.insert(req.client, req.seq);
+            let result = self.apply_command(&req.command);
+            let refused = result.as_ref().err().map(|e| e.to_string());
+            self.clients.insert(req.client, (req.seq, refused));
+            return result;
         }
         self.apply_command(&req.command)
     }
@@ -327,12 +364,16 @@ impl OracleState {
                         view: view.clone(),
                         traffic: 0,
                         mcast: None,
+                        installed: view.clone(),
+                        pending: Vec::new(),
+                        flush: FlushRound::default(),
                     },
                 );
                 if let Some(p) = self.processes.get_mut(&creator.process()) {
                     p.groups.insert(group);
                 }
-                events.push(Event::NewView(view));
+                events.push(Event::NewView(view.clone()));
+                events.push(Event::Installed(view));
                 membership_changed = true;
             }
             Command::Join {
@@ -436,10 +477,44 @@ impl OracleState {
                 self.mc_params = Some(*params);
                 membership_changed = true;
             }
+            Command::FlushReport {
+                group,
+                view,
+                round,
+                member,
+                positions,
+            } => {
+                self.check_flush(*group, *view, *round, *member, false)?;
+                let rec = self.groups.get_mut(group).expect("checked");
+                let positions = positions
+                    .iter()
+                    .filter(|(s, _)| rec.installed.members.contains(s))
+                    .copied()
+                    .collect();
+                rec.flush.reports.insert(*member, positions);
+                self.advance_flush(*group, &mut events);
+            }
+            Command::FlushDone {
+                group,
+                view,
+                round,
+                member,
+            } => {
+                self.check_flush(*group, *view, *round, *member, true)?;
+                let rec = self.groups.get_mut(group).expect("checked");
+                rec.flush.done.insert(*member);
+                self.advance_flush(*group, &mut events);
+            }
         }
         if !deltas.is_empty() {
             self.commit_deltas(deltas, &mut events);
             membership_changed = true;
+        }
+        if matches!(
+            cmd,
+            Command::ProcessFailed { .. } | Command::RegisterProcess { .. }
+        ) {
+            self.restart_flushes_after_failure(&mut events);
         }
         if membership_changed {
             self.remap(&mut events);
@@ -565,7 +640,152 @@ impl OracleState {
                 left,
             };
             rec.view = view.clone();
+            rec.pending.push(view.clone());
+            self.flushing.insert(group);
             events.push(Event::NewView(view));
+            self.advance_flush(group, events);
+        }
+    }
+
+    /// True if `member` is the live current incarnation of its process.
+    fn is_alive(&self, member: MemberId) -> bool {
+        self.member_status(member) == MemberStatus::Alive
+    }
+
+    /// Validates a flush report (`done` false) or completion against the group's flush.
+    fn check_flush(
+        &self,
+        group: GroupId,
+        view: ViewId,
+        round: u32,
+        member: MemberId,
+        done: bool,
+    ) -> Result<(), CommandError> {
+        let rec = self
+            .groups
+            .get(&group)
+            .ok_or(CommandError::UnknownGroup { group })?;
+        let stale = |reason: String| Err(CommandError::StaleFlush { group, reason });
+        if !rec.flush.active {
+            return stale("no flush in progress".into());
+        }
+        if view != rec.installed.id || round != rec.flush.round {
+            return stale(format!(
+                "for view {} round {round}; the flush is of view {} round {}",
+                view.0, rec.installed.id.0, rec.flush.round
+            ));
+        }
+        if !rec.installed.members.contains(&member) || !self.is_alive(member) {
+            return stale(format!("{member} is not a live member of view {}", view.0));
+        }
+        match (done, rec.flush.cut.is_some()) {
+            (false, true) => stale("the cut of this round is already decided".into()),
+            (true, false) => stale("no cut decided yet in this round".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// After a process failed (or was superseded): a flush whose cut is decided restarts if
+    /// one of its reporters died (a dead holder may have been needed); any flush may now be
+    /// able to progress without the dead reporter.
+    fn restart_flushes_after_failure(&mut self, events: &mut Vec<Event>) {
+        let flushing: Vec<GroupId> = self.flushing.iter().copied().collect();
+        for group in flushing {
+            let Some(rec) = self.groups.get(&group) else {
+                continue;
+            };
+            let dead_reporter = rec
+                .flush
+                .reports
+                .keys()
+                .any(|m| self.member_status(*m) != MemberStatus::Alive);
+            if rec.flush.active && rec.flush.cut.is_some() && dead_reporter {
+                let rec = self.groups.get_mut(&group).expect("present");
+                rec.flush.active = false;
+            }
+            self.advance_flush(group, events);
+        }
+    }
+
+    /// Moves a group's flush forward as far as its state allows: announces a round, decides
+    /// the cut, installs the next view (repeatedly, while possible).
+    fn advance_flush(&mut self, group: GroupId, events: &mut Vec<Event>) {
+        loop {
+            let Some(rec) = self.groups.get(&group) else {
+                self.flushing.remove(&group);
+                return;
+            };
+            if rec.pending.is_empty() {
+                self.flushing.remove(&group);
+                return;
+            }
+            let reporters: Vec<MemberId> = rec
+                .installed
+                .members
+                .iter()
+                .copied()
+                .filter(|m| self.is_alive(*m))
+                .collect();
+            let all_done =
+                rec.flush.cut.is_some() && reporters.iter().all(|m| rec.flush.done.contains(m));
+            if reporters.is_empty() || (rec.flush.active && all_done) {
+                let rec = self.groups.get_mut(&group).expect("present");
+                let next = rec.pending.remove(0);
+                rec.installed = next.clone();
+                rec.flush.active = false;
+                rec.flush.reports.clear();
+                rec.flush.cut = None;
+                rec.flush.done.clear();
+                events.push(Event::Installed(next));
+                continue;
+            }
+            if !rec.flush.active {
+                let rec = self.groups.get_mut(&group).expect("present");
+                rec.flush.round = rec.flush.round.wrapping_add(1);
+                rec.flush.active = true;
+                rec.flush.reports.clear();
+                rec.flush.cut = None;
+                rec.flush.done.clear();
+                events.push(Event::Wedge {
+                    group,
+                    view: rec.installed.id,
+                    round: rec.flush.round,
+                });
+                continue;
+            }
+            if rec.flush.cut.is_none()
+                && reporters.iter().all(|m| rec.flush.reports.contains_key(m))
+            {
+                let mut cut = Vec::new();
+                for sender in &rec.installed.members {
+                    let mut best: Option<(u64, MemberId)> = None;
+                    for r in &reporters {
+                        let pos = rec.flush.reports[r]
+                            .iter()
+                            .find(|(s, _)| s == sender)
+                            .map_or(0, |(_, p)| *p);
+                        if pos > best.map_or(0, |b| b.0) {
+                            best = Some((pos, *r));
+                        }
+                    }
+                    if let Some((through, holder)) = best {
+                        cut.push(CutPoint {
+                            sender: *sender,
+                            through,
+                            holder,
+                        });
+                    }
+                }
+                let rec = self.groups.get_mut(&group).expect("present");
+                rec.flush.cut = Some(cut.clone());
+                events.push(Event::FlushCut {
+                    group,
+                    view: rec.installed.id,
+                    round: rec.flush.round,
+                    cut,
+                });
+            }
+            return;
         }
     }
 
@@ -579,6 +799,7 @@ impl OracleState {
                 }
             }
             self.retired.insert(group, rec.view.id);
+            self.flushing.remove(&group);
             events.push(Event::GroupTerminated {
                 group,
                 last_view: rec.view.id,
@@ -619,7 +840,98 @@ impl OracleState {
 }
 
 /// Format version of [`OracleState::encode_snapshot`].
-pub const SNAPSHOT_VERSION: u8 = 1;
+pub const SNAPSHOT_VERSION: u8 = 2;
+
+fn put_view(w: &mut Writer, v: &View) {
+    w.varint(u64::from(v.id.0));
+    put_members(w, &v.members);
+    put_members(w, &v.joined);
+    put_members(w, &v.left);
+}
+
+fn get_view(r: &mut Reader<'_>, group: GroupId) -> Result<View, DecodeError> {
+    Ok(View {
+        group,
+        id: ViewId(r.varint_u32("view id")?),
+        members: get_members(r)?,
+        joined: get_members(r)?,
+        left: get_members(r)?,
+    })
+}
+
+fn put_flush(w: &mut Writer, f: &FlushRound) {
+    w.varint(u64::from(f.round));
+    w.bool(f.active);
+    w.varint(f.reports.len() as u64);
+    for (m, ps) in &f.reports {
+        w.varint(m.0);
+        w.varint(ps.len() as u64);
+        for (s, p) in ps {
+            w.varint(s.0);
+            w.varint(*p);
+        }
+    }
+    match &f.cut {
+        None => w.u8(0),
+        Some(cut) => {
+            w.u8(1);
+            w.varint(cut.len() as u64);
+            for c in cut {
+                w.varint(c.sender.0);
+                w.varint(c.through);
+                w.varint(c.holder.0);
+            }
+        }
+    }
+    w.varint(f.done.len() as u64);
+    for m in &f.done {
+        w.varint(m.0);
+    }
+}
+
+fn get_flush(r: &mut Reader<'_>) -> Result<FlushRound, DecodeError> {
+    let mut f = FlushRound {
+        round: r.varint_u32("flush round")?,
+        active: r.bool("flush active")?,
+        ..FlushRound::default()
+    };
+    let n = r.count(usize::MAX, 2, "flush reports")?;
+    for _ in 0..n {
+        let m = MemberId(r.varint("reporter")?);
+        let k = r.count(usize::MAX, 2, "report positions")?;
+        let mut ps = Vec::with_capacity(k);
+        for _ in 0..k {
+            ps.push((MemberId(r.varint("sender")?), r.varint("position")?));
+        }
+        f.reports.insert(m, ps);
+    }
+    f.cut = match r.u8("cut flag")? {
+        0 => None,
+        1 => {
+            let k = r.count(usize::MAX, 3, "cut")?;
+            let mut cut = Vec::with_capacity(k);
+            for _ in 0..k {
+                cut.push(CutPoint {
+                    sender: MemberId(r.varint("cut sender")?),
+                    through: r.varint("cut through")?,
+                    holder: MemberId(r.varint("cut holder")?),
+                });
+            }
+            Some(cut)
+        }
+        tag => {
+            return Err(DecodeError::BadTag {
+                what: "cut flag",
+                tag,
+            })
+        }
+    };
+    let n = r.count(usize::MAX, 1, "flush done")?;
+    for _ in 0..n {
+        f.done.insert(MemberId(r.varint("done member")?));
+    }
+    Ok(f)
+}
 
 impl OracleState {
     /// The whole state in the compact binary form carried by raft snapshots (log
@@ -630,7 +942,7 @@ impl OracleState {
     /// version:u8(=1) applied:varint
     /// processes: count { process:varint incarnation:varint status addr groups:count{group} }
     /// groups:    count { group name signature policy view traffic:varint mcast }
-    /// retired:   count { group view:varint }     clients: count { client:varint seq:varint }
+    /// retired:   count { group view:varint }     clients: count { client:varint seq:varint (0 | 1 error:str) }
     /// params:    0 | 1 params                    status = 0 | 1 reason
     /// view = id:varint members joined left       mcast = 0 | 1 ipv4
     /// ```
@@ -661,10 +973,7 @@ impl OracleState {
             w.str(&rec.name);
             put_signature(&mut w, &rec.signature);
             put_policy(&mut w, rec.policy);
-            w.varint(u64::from(rec.view.id.0));
-            put_members(&mut w, &rec.view.members);
-            put_members(&mut w, &rec.view.joined);
-            put_members(&mut w, &rec.view.left);
+            put_view(&mut w, &rec.view);
             w.varint(rec.traffic);
             match rec.mcast {
                 None => w.u8(0),
@@ -673,6 +982,12 @@ impl OracleState {
                     put_ipv4(&mut w, a);
                 }
             }
+            put_view(&mut w, &rec.installed);
+            w.varint(rec.pending.len() as u64);
+            for v in &rec.pending {
+                put_view(&mut w, v);
+            }
+            put_flush(&mut w, &rec.flush);
         }
         w.varint(self.retired.len() as u64);
         for (g, v) in &self.retired {
@@ -680,9 +995,16 @@ impl OracleState {
             w.varint(u64::from(v.0));
         }
         w.varint(self.clients.len() as u64);
-        for (c, s) in &self.clients {
+        for (c, (s, refused)) in &self.clients {
             w.varint(*c);
             w.varint(*s);
+            match refused {
+                None => w.u8(0),
+                Some(e) => {
+                    w.u8(1);
+                    w.str(e);
+                }
+            }
         }
         match &self.mc_params {
             None => w.u8(0),
@@ -748,20 +1070,23 @@ impl OracleState {
             let name = r.string(MAX_GROUP_NAME, "group name")?;
             let signature = get_signature(&mut r)?;
             let policy = get_policy(&mut r)?;
-            let id = ViewId(r.varint_u32("view id")?);
-            let view = View {
-                group,
-                id,
-                members: get_members(&mut r)?,
-                joined: get_members(&mut r)?,
-                left: get_members(&mut r)?,
-            };
+            let view = get_view(&mut r, group)?;
             let traffic = r.varint("traffic")?;
             let mcast = match r.u8("mcast")? {
                 0 => None,
                 1 => Some(get_ipv4(&mut r, "mcast address")?),
                 tag => return Err(DecodeError::BadTag { what: "mcast", tag }),
             };
+            let installed = get_view(&mut r, group)?;
+            let k = r.count(usize::MAX, 4, "pending views")?;
+            let mut pending = Vec::with_capacity(k);
+            for _ in 0..k {
+                pending.push(get_view(&mut r, group)?);
+            }
+            let flush = get_flush(&mut r)?;
+            if !pending.is_empty() {
+                st.flushing.insert(group);
+            }
             if st.groups.last_key_value().is_some_and(|(k, _)| *k >= group) {
                 return Err(DecodeError::Invalid {
                     what: "group order",
@@ -776,6 +1101,9 @@ impl OracleState {
                     view,
                     traffic,
                     mcast,
+                    installed,
+                    pending,
+                    flush,
                 },
             );
         }
@@ -794,12 +1122,22 @@ impl OracleState {
         for _ in 0..n {
             let c = r.varint("client")?;
             let s = r.varint("client seq")?;
+            let refused = match r.u8("client result")? {
+                0 => None,
+                1 => Some(r.string(1 << 16, "client error")?),
+                tag => {
+                    return Err(DecodeError::BadTag {
+                        what: "client result",
+                        tag,
+                    })
+                }
+            };
             if st.clients.last_key_value().is_some_and(|(k, _)| *k >= c) {
                 return Err(DecodeError::Invalid {
                     what: "client order",
                 });
             }
-            st.clients.insert(c, s);
+            st.clients.insert(c, (s, refused));
         }
         st.mc_params = match r.u8("params flag")? {
             0 => None,
@@ -885,6 +1223,184 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    fn flush_events(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Wedge { view, round, .. } => Some(format!("wedge v{} r{round}", view.0)),
+                Event::FlushCut {
+                    view, round, cut, ..
+                } => Some(format!(
+                    "cut v{} r{round} {:?}",
+                    view.0,
+                    cut.iter()
+                        .map(|c| (c.sender.process(), c.through, c.holder.process()))
+                        .collect::<Vec<_>>()
+                )),
+                Event::Installed(v) => Some(format!(
+                    "installed v{} {:?}",
+                    v.id.0,
+                    v.members.iter().map(|m| m.process()).collect::<Vec<_>>()
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn report(
+        st: &mut OracleState,
+        g: GroupId,
+        view: u32,
+        round: u32,
+        who: MemberId,
+        pos: &[(MemberId, u64)],
+    ) -> Result<Vec<Event>, CommandError> {
+        st.apply(&Command::FlushReport {
+            group: g,
+            view: ViewId(view),
+            round,
+            member: who,
+            positions: pos.to_vec(),
+        })
+    }
+
+    fn done(
+        st: &mut OracleState,
+        g: GroupId,
+        view: u32,
+        round: u32,
+        who: MemberId,
+    ) -> Result<Vec<Event>, CommandError> {
+        st.apply(&Command::FlushDone {
+            group: g,
+            view: ViewId(view),
+            round,
+            member: who,
+        })
+    }
+
+    #[test]
+    fn a_join_is_installed_after_the_flush_of_the_old_view() {
+        let mut st = OracleState::new();
+        register(&mut st, m(1, 1));
+        register(&mut st, m(2, 1));
+        let g = create(&mut st, "g", m(1, 1));
+        assert_eq!(st.group(g).unwrap().installed.id, ViewId(1));
+        let ev = st
+            .apply(&Command::Join {
+                group: g,
+                member: m(2, 1),
+                signature: sig("S"),
+            })
+            .unwrap();
+        assert_eq!(flush_events(&ev), vec!["wedge v1 r1"]);
+        assert_eq!(st.group(g).unwrap().installed.id, ViewId(1));
+        // A joiner does not report; a stale round is refused.
+        assert!(matches!(
+            report(&mut st, g, 1, 1, m(2, 1), &[]),
+            Err(CommandError::StaleFlush { .. })
+        ));
+        assert!(matches!(
+            report(&mut st, g, 1, 7, m(1, 1), &[]),
+            Err(CommandError::StaleFlush { .. })
+        ));
+        assert!(matches!(
+            done(&mut st, g, 1, 1, m(1, 1)),
+            Err(CommandError::StaleFlush { .. })
+        ));
+        let ev = report(&mut st, g, 1, 1, m(1, 1), &[(m(1, 1), 5)]).unwrap();
+        assert_eq!(flush_events(&ev), vec!["cut v1 r1 [(1, 5, 1)]"]);
+        let ev = done(&mut st, g, 1, 1, m(1, 1)).unwrap();
+        assert_eq!(flush_events(&ev), vec!["installed v2 [1, 2]"]);
+        assert!(st.flushing.is_empty());
+    }
+
+    #[test]
+    fn the_cut_takes_the_maximum_and_a_dead_holder_restarts_the_round() {
+        let mut st = OracleState::new();
+        for p in 1..=3 {
+            register(&mut st, m(p, 1));
+        }
+        let g = create(&mut st, "g", m(1, 1));
+        st.apply(&Command::MultiJoin {
+            joins: vec![GroupJoin {
+                group: g,
+                signature: sig("S"),
+                members: vec![m(2, 1), m(3, 1)],
+            }],
+        })
+        .unwrap();
+        report(&mut st, g, 1, 1, m(1, 1), &[]).unwrap();
+        done(&mut st, g, 1, 1, m(1, 1)).unwrap();
+        assert_eq!(st.group(g).unwrap().installed.members.len(), 3);
+        let (a, b, c) = (m(1, 1), m(2, 1), m(3, 1));
+        let ev = st
+            .apply(&Command::ProcessFailed {
+                member: c,
+                reason: FailureReason::HeartbeatTimeout,
+            })
+            .unwrap();
+        assert_eq!(flush_events(&ev), vec!["wedge v2 r2"]);
+        report(&mut st, g, 2, 2, a, &[(a, 4), (b, 2), (c, 1)]).unwrap();
+        let ev = report(&mut st, g, 2, 2, b, &[(a, 3), (b, 6), (c, 9)]).unwrap();
+        assert_eq!(
+            flush_events(&ev),
+            vec!["cut v2 r2 [(1, 4, 1), (2, 6, 2), (3, 9, 2)]"]
+        );
+        // b (the only holder of c's frames 2..=9) dies after the cut: a new round.
+        let ev = st
+            .apply(&Command::ProcessFailed {
+                member: b,
+                reason: FailureReason::HeartbeatTimeout,
+            })
+            .unwrap();
+        assert_eq!(flush_events(&ev), vec!["wedge v2 r3"]);
+        let ev = report(&mut st, g, 2, 3, a, &[(a, 4), (b, 5), (c, 3)]).unwrap();
+        assert_eq!(
+            flush_events(&ev),
+            vec!["cut v2 r3 [(1, 4, 1), (2, 5, 1), (3, 3, 1)]"]
+        );
+        let snap = st.encode_snapshot();
+        assert_eq!(OracleState::decode_snapshot(&snap).unwrap(), st);
+        let ev = done(&mut st, g, 2, 3, a).unwrap();
+        // v3 = {a, b} is installed, then its own flush starts (b is dead: a alone reports).
+        assert_eq!(
+            flush_events(&ev),
+            vec!["installed v3 [1, 2]", "wedge v3 r4"]
+        );
+        report(&mut st, g, 3, 4, a, &[(a, 1)]).unwrap();
+        let ev = done(&mut st, g, 3, 4, a).unwrap();
+        assert_eq!(flush_events(&ev), vec!["installed v4 [1]"]);
+    }
+
+    #[test]
+    fn with_no_live_reporter_the_next_view_installs_at_once() {
+        let mut st = OracleState::new();
+        register(&mut st, m(1, 1));
+        register(&mut st, m(2, 1));
+        let g = create(&mut st, "g", m(1, 1));
+        st.apply(&Command::Join {
+            group: g,
+            member: m(2, 1),
+            signature: sig("S"),
+        })
+        .unwrap();
+        let ev = st
+            .apply(&Command::ProcessFailed {
+                member: m(1, 1),
+                reason: FailureReason::HeartbeatTimeout,
+            })
+            .unwrap();
+        assert_eq!(
+            flush_events(&ev),
+            vec!["installed v2 [1, 2]", "wedge v2 r2"]
+        );
+        // The joiner of v2 is its only live member: it alone flushes v2.
+        report(&mut st, g, 2, 2, m(2, 1), &[]).unwrap();
+        let ev = done(&mut st, g, 2, 2, m(2, 1)).unwrap();
+        assert_eq!(flush_events(&ev), vec!["installed v3 [2]"]);
     }
 
     #[test]

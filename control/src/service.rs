@@ -1,0 +1,521 @@
+//! [`OracleService`]: one oracle replica as members see it, sans-IO.
+//!
+//! It wraps a [`Replica`] (the raft-replicated [`crate::oracle::OracleState`]) and, while
+//! that replica leads, a [`FailureDetector`] over every registered process: it turns member
+//! messages ([`ToOracle`]) into proposals (registrations, membership requests, flush reports
+//! and completions, failure decisions), answers heartbeats with the [`GroupStatus`] of every
+//! group where the member is behind, and pushes statuses when a flush step commits. A
+//! follower answers members with [`FromOracle::Redirect`]. The driver passes time in, feeds
+//! peer datagrams and member messages, and sends whatever [`OracleService::poll_output`]
+//! yields.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use vsync_dataplane::{GroupId, MemberId, Timestamp};
+
+use crate::fd::{FailureDetector, FdConfig, SuspectReason};
+use crate::oracle::{
+    Command, CommandError, Event, FailureReason, MemberStatus, ProposalId, Replica, Request,
+};
+use crate::proto::{FlushPhase, FlushStatus, FromOracle, GroupProgress, GroupStatus, ToOracle};
+
+/// Timing of an oracle service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Failure detection of member processes (heartbeat interval and timeout).
+    pub fd: FdConfig,
+    /// Length of one raft tick (elections take 10–20 ticks, leader heartbeats every 2).
+    pub tick: Duration,
+}
+
+impl Default for ServiceConfig {
+    /// Data-centre defaults: the failure detector's 100 ms / 1 s and raft ticks of 50 ms
+    /// (elections after 0.5–1 s).
+    fn default() -> Self {
+        ServiceConfig {
+            fd: FdConfig::default(),
+            tick: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Something the service wants sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceOutput {
+    /// A raft datagram to another replica.
+    ToReplica(u64, Vec<u8>),
+    /// A message to a member process.
+    ToMember(MemberId, FromOracle),
+}
+
+/// Counters of a service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Member messages handled.
+    pub member_messages: u64,
+    /// Proposals made.
+    pub proposals: u64,
+    /// Proposals refused by the replica (not leader, dropped).
+    pub proposals_refused: u64,
+    /// Failure decisions proposed.
+    pub failures_proposed: u64,
+    /// Flush messages dropped before proposing because the state already had them.
+    pub flush_duplicates: u64,
+}
+
+/// One oracle replica serving members. See the module docs.
+pub struct OracleService {
+    replica: Replica,
+    cfg: ServiceConfig,
+    fd: FailureDetector,
+    leading: bool,
+    next_tick: Timestamp,
+    out: VecDeque<ServiceOutput>,
+    /// Member requests awaiting their commit: proposal → (member, seq).
+    requests: BTreeMap<ProposalId, (MemberId, u64)>,
+    /// Failures already proposed (not proposed twice while in flight).
+    proposed_failures: BTreeSet<MemberId>,
+    stats: ServiceStats,
+}
+
+impl std::fmt::Debug for OracleService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OracleService")
+            .field("replica", &self.replica)
+            .field("leading", &self.leading)
+            .finish()
+    }
+}
+
+impl OracleService {
+    /// A service around `replica`, starting at `now`.
+    pub fn new(replica: Replica, cfg: ServiceConfig, now: Timestamp) -> Self {
+        let mut s = OracleService {
+            replica,
+            cfg,
+            fd: FailureDetector::new(cfg.fd),
+            leading: false,
+            next_tick: now + cfg.tick,
+            out: VecDeque::new(),
+            requests: BTreeMap::new(),
+            proposed_failures: BTreeSet::new(),
+            stats: ServiceStats::default(),
+        };
+        s.drain(now);
+        s
+    }
+
+    /// The replica (state, raft status).
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// Gives the replica back (e.g. to keep its storage across a simulated crash).
+    pub fn into_replica(self) -> Replica {
+        self.replica
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ServiceStats {
+        &self.stats
+    }
+
+    /// True while this replica leads (and so serves members).
+    pub fn is_leader(&self) -> bool {
+        self.replica.is_leader()
+    }
+
+    /// A raft datagram from another replica.
+    pub fn handle_peer(&mut self, now: Timestamp, bytes: &[u8]) {
+        let _ = self.replica.step(bytes);
+        self.drain(now);
+    }
+
+    /// The next time [`OracleService::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Timestamp {
+        let fd = if self.leading {
+            self.fd.poll_timeout()
+        } else {
+            None
+        };
+        fd.map_or(self.next_tick, |t| t.min(self.next_tick))
+    }
+
+    /// Runs raft ticks and, while leading, failure detection.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        while now >= self.next_tick {
+            self.replica.tick();
+            self.next_tick = self.next_tick + self.cfg.tick;
+        }
+        self.drain(now);
+        if self.leading {
+            // The oracle sends no heartbeats of its own; this only moves the detector's
+            // send schedule so its deadline reflects expiries.
+            let _ = self.fd.heartbeat_due(now);
+            for s in self.fd.on_timeout(now) {
+                let reason = match s.reason {
+                    SuspectReason::Timeout { .. } => FailureReason::HeartbeatTimeout,
+                    SuspectReason::Reported { by } => FailureReason::Reported { by },
+                    SuspectReason::Restarted { new } => FailureReason::Superseded { by: new },
+                };
+                if self.proposed_failures.insert(s.member) {
+                    self.stats.failures_proposed += 1;
+                    self.propose(
+                        now,
+                        Command::ProcessFailed {
+                            member: s.member,
+                            reason,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The next output to send.
+    pub fn poll_output(&mut self) -> Option<ServiceOutput> {
+        self.out.pop_front()
+    }
+
+    /// A message from a member process.
+    pub fn handle_member(&mut self, now: Timestamp, msg: ToOracle) {
+        self.stats.member_messages += 1;
+        let member = msg.member();
+        if !self.replica.is_leader() {
+            let leader = self
+                .replica
+                .leader_hint()
+                .filter(|l| *l != self.replica.id());
+            self.send(member, FromOracle::Redirect { leader });
+            return;
+        }
+        let status = self.replica.state().member_status(member);
+        match status {
+            MemberStatus::Poisoned(reason) => {
+                self.send(member, FromOracle::Poisoned { member, reason });
+                return;
+            }
+            MemberStatus::Stale { .. } => {
+                self.send(
+                    member,
+                    FromOracle::Poisoned {
+                        member,
+                        reason: FailureReason::HeartbeatTimeout,
+                    },
+                );
+                return;
+            }
+            MemberStatus::Unknown => {
+                if let ToOracle::Hello { addr, .. } = msg {
+                    self.propose(now, Command::RegisterProcess { member, addr });
+                }
+                // Anything else from an unregistered process waits for its Hello.
+                return;
+            }
+            MemberStatus::Alive => {
+                self.fd.on_heartbeat(now, member);
+            }
+        }
+        match msg {
+            ToOracle::Hello { .. } => {
+                self.send(member, FromOracle::Welcome { member });
+                self.answer_heartbeat(member, &[]);
+            }
+            ToOracle::Heartbeat { groups, .. } => {
+                // Always answered: the member's lease depends on hearing from us.
+                self.send(member, FromOracle::Welcome { member });
+                self.answer_heartbeat(member, &groups);
+            }
+            ToOracle::Request { seq, command, .. } => {
+                let req = Request {
+                    client: member.0,
+                    seq,
+                    command,
+                };
+                match self.replica.propose_request(&req) {
+                    Ok(id) => {
+                        self.stats.proposals += 1;
+                        self.requests.insert(id, (member, seq));
+                    }
+                    Err(e) => {
+                        self.stats.proposals_refused += 1;
+                        self.send(
+                            member,
+                            FromOracle::Reply {
+                                seq,
+                                result: Err(e.to_string()),
+                            },
+                        );
+                    }
+                }
+            }
+            ToOracle::FlushReport {
+                group,
+                view,
+                round,
+                positions,
+                ..
+            } => {
+                let fresh = self.replica.state().group(group).is_some_and(|g| {
+                    g.flush.active
+                        && g.installed.id == view
+                        && g.flush.round == round
+                        && g.flush.cut.is_none()
+                        && !g.flush.reports.contains_key(&member)
+                });
+                if fresh {
+                    self.propose(
+                        now,
+                        Command::FlushReport {
+                            group,
+                            view,
+                            round,
+                            member,
+                            positions,
+                        },
+                    );
+                } else {
+                    self.stats.flush_duplicates += 1;
+                    self.push_status(group, Some(member));
+                }
+            }
+            ToOracle::FlushDone {
+                group, view, round, ..
+            } => {
+                let fresh = self.replica.state().group(group).is_some_and(|g| {
+                    g.flush.active
+                        && g.installed.id == view
+                        && g.flush.round == round
+                        && g.flush.cut.is_some()
+                        && !g.flush.done.contains(&member)
+                });
+                if fresh {
+                    self.propose(
+                        now,
+                        Command::FlushDone {
+                            group,
+                            view,
+                            round,
+                            member,
+                        },
+                    );
+                } else {
+                    self.stats.flush_duplicates += 1;
+                    self.push_status(group, Some(member));
+                }
+            }
+            ToOracle::Suspect { suspect, .. } => {
+                self.fd.report_failed(suspect, member);
+            }
+        }
+        self.drain(now);
+    }
+
+    fn propose(&mut self, now: Timestamp, command: Command) {
+        match self.replica.propose(command) {
+            Ok(_) => self.stats.proposals += 1,
+            Err(_) => self.stats.proposals_refused += 1,
+        }
+        self.drain(now);
+    }
+
+    fn send(&mut self, member: MemberId, msg: FromOracle) {
+        self.out.push_back(ServiceOutput::ToMember(member, msg));
+    }
+
+    /// The status of `group` for a member (None if the group is gone).
+    fn status(&self, group: GroupId) -> Option<GroupStatus> {
+        let state = self.replica.state();
+        let rec = state.group(group)?;
+        let addrs = rec
+            .installed
+            .members
+            .iter()
+            .filter_map(|m| {
+                state
+                    .process(m.process())
+                    .filter(|p| p.incarnation == m.incarnation())
+                    .and_then(|p| p.addr)
+                    .map(|a| (*m, a))
+            })
+            .collect();
+        Some(GroupStatus {
+            installed: rec.installed.clone(),
+            mcast: rec.mcast,
+            flush: rec.flush.active.then(|| FlushStatus {
+                round: rec.flush.round,
+                cut: rec.flush.cut.clone(),
+            }),
+            addrs,
+        })
+    }
+
+    /// Sends `group`'s status to `only`, or to every member of its installed view and of
+    /// the next decided one.
+    fn push_status(&mut self, group: GroupId, only: Option<MemberId>) {
+        let Some(status) = self.status(group) else {
+            if let Some(m) = only {
+                self.send(m, FromOracle::Gone { group });
+            }
+            return;
+        };
+        let targets: Vec<MemberId> = match only {
+            Some(m) => vec![m],
+            None => {
+                let rec = self.replica.state().group(group).expect("status exists");
+                let mut t: BTreeSet<MemberId> = rec.installed.members.iter().copied().collect();
+                if let Some(next) = rec.pending.first() {
+                    t.extend(next.members.iter().copied());
+                }
+                t.into_iter().collect()
+            }
+        };
+        for m in targets {
+            self.send(m, FromOracle::Status(status.clone()));
+        }
+    }
+
+    fn answer_heartbeat(&mut self, member: MemberId, groups: &[GroupProgress]) {
+        let mut listed = BTreeSet::new();
+        for p in groups {
+            listed.insert(p.group);
+            let state = self.replica.state();
+            let Some(rec) = state.group(p.group) else {
+                self.send(member, FromOracle::Gone { group: p.group });
+                continue;
+            };
+            let in_installed = rec.installed.members.contains(&member);
+            let in_pending = rec.pending.iter().any(|v| v.members.contains(&member));
+            if !in_installed && !in_pending {
+                self.send(member, FromOracle::Gone { group: p.group });
+                continue;
+            }
+            let behind = p.view != rec.installed.id
+                || (rec.flush.active
+                    && (p.round != rec.flush.round
+                        || (rec.flush.cut.is_some() && p.phase < FlushPhase::Flushing)));
+            if behind {
+                self.push_status(p.group, Some(member));
+            }
+        }
+        // Groups the member belongs to (or is joining) but did not list: it has no view yet.
+        let joining: Vec<GroupId> = self
+            .replica
+            .state()
+            .process(member.process())
+            .map(|p| {
+                p.groups
+                    .iter()
+                    .copied()
+                    .filter(|g| !listed.contains(g))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for g in joining {
+            let ready = self
+                .replica
+                .state()
+                .group(g)
+                .is_some_and(|r| r.installed.members.contains(&member));
+            if ready {
+                self.push_status(g, Some(member));
+            }
+        }
+    }
+
+    /// Moves raft output out, reacts to leadership changes and committed entries.
+    fn drain(&mut self, now: Timestamp) {
+        loop {
+            let output = self.replica.ready();
+            let idle = output.messages.is_empty()
+                && output.committed.is_empty()
+                && output.snapshot.is_none();
+            for (to, bytes) in output.messages {
+                self.out.push_back(ServiceOutput::ToReplica(to, bytes));
+            }
+            if output.snapshot.is_some() {
+                self.requests.clear();
+            }
+            for c in output.committed {
+                let result = c.result;
+                if let Some((member, seq)) = c.proposal.and_then(|p| self.requests.remove(&p)) {
+                    let reply = match &result {
+                        Ok(_) | Err(CommandError::Duplicate { refused: None, .. }) => Ok(()),
+                        Err(CommandError::Duplicate {
+                            refused: Some(e), ..
+                        }) => Err(e.clone()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    self.send(member, FromOracle::Reply { seq, result: reply });
+                }
+                if let Ok(events) = result {
+                    self.on_events(now, &events);
+                }
+            }
+            let leading = self.replica.is_leader();
+            if leading && !self.leading {
+                // New leader: monitor every live process with a full timeout of grace.
+                self.fd = FailureDetector::new(self.cfg.fd);
+                self.proposed_failures.clear();
+                let live: Vec<MemberId> = self
+                    .replica
+                    .state()
+                    .processes()
+                    .filter(|(_, p)| p.status == crate::oracle::ProcessStatus::Alive)
+                    .map(|(n, p)| p.member(*n))
+                    .collect();
+                for m in live {
+                    self.fd.monitor(now, m);
+                }
+            }
+            if !leading {
+                self.requests.clear();
+            }
+            self.leading = leading;
+            if idle {
+                break;
+            }
+        }
+    }
+
+    fn on_events(&mut self, now: Timestamp, events: &[Event]) {
+        let mut touched = BTreeSet::new();
+        for e in events {
+            match e {
+                Event::ProcessRegistered { member } => {
+                    self.fd.monitor(now, *member);
+                    if self.replica.is_leader() {
+                        self.send(*member, FromOracle::Welcome { member: *member });
+                    }
+                }
+                Event::Poisoned { member, reason } => {
+                    self.fd.unmonitor(*member);
+                    if self.replica.is_leader() {
+                        self.send(
+                            *member,
+                            FromOracle::Poisoned {
+                                member: *member,
+                                reason: *reason,
+                            },
+                        );
+                    }
+                }
+                Event::Wedge { group, .. }
+                | Event::FlushCut { group, .. }
+                | Event::McastAddress { group, .. } => {
+                    touched.insert(*group);
+                }
+                Event::Installed(v) => {
+                    touched.insert(v.group);
+                }
+                Event::NewView(_) | Event::GroupTerminated { .. } => {}
+            }
+        }
+        if self.replica.is_leader() {
+            for g in touched {
+                self.push_status(g, None);
+            }
+        }
+    }
+}
