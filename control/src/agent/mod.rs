@@ -183,7 +183,7 @@ pub struct AgentStats {
 #[derive(Debug)]
 struct Slot {
     view: View,
-    mcast: bool,
+    mcast: Option<std::net::Ipv4Addr>,
     round: u32,
     phase: FlushPhase,
     report: Vec<(MemberId, u64)>,
@@ -220,6 +220,10 @@ pub struct MemberAgent {
     stats: AgentStats,
     /// The latest time the driver passed in.
     now: Timestamp,
+    /// Data-plane addresses of peers, as the oracle reported them.
+    addrs: BTreeMap<MemberId, SocketAddr>,
+    /// Bumped whenever views, multicast addresses or peer addresses change.
+    generation: u64,
 }
 
 impl std::fmt::Debug for MemberAgent {
@@ -255,6 +259,8 @@ impl MemberAgent {
             cfg,
             endpoint: Endpoint::new(protocol, me, now.0.max(1), seed, inbox),
             now,
+            addrs: BTreeMap::new(),
+            generation: 0,
             groups: BTreeMap::new(),
             leader: 0,
             replicas,
@@ -292,6 +298,27 @@ impl MemberAgent {
     /// The installed view of `group` at this member.
     pub fn view(&self, group: GroupId) -> Option<&View> {
         self.groups.get(&group).map(|s| &s.view)
+    }
+
+    /// Every group with an installed view here, and that view.
+    pub fn views(&self) -> impl Iterator<Item = (GroupId, &View)> {
+        self.groups.iter().map(|(g, s)| (*g, &s.view))
+    }
+
+    /// The physical IP-multicast address of `group` (`None`: unicast fan-out).
+    pub fn multicast_addr(&self, group: GroupId) -> Option<std::net::Ipv4Addr> {
+        self.groups.get(&group).and_then(|s| s.mcast)
+    }
+
+    /// Data-plane addresses of peers, as the oracle reported them.
+    pub fn addresses(&self) -> &BTreeMap<MemberId, SocketAddr> {
+        &self.addrs
+    }
+
+    /// A counter bumped whenever views, multicast addresses or peer addresses change: a
+    /// driver refreshes its address book when it moves.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Why this incarnation was poisoned, if it was.
@@ -546,6 +573,7 @@ impl MemberAgent {
             FromOracle::Gone { group } => {
                 if self.groups.remove(&group).is_some() {
                     self.endpoint.leave(group);
+                    self.generation += 1;
                     self.events.push_back(AgentEvent::Gone { group });
                 }
             }
@@ -630,6 +658,8 @@ impl MemberAgent {
     }
 
     fn spec(&self, st: &GroupStatus) -> GroupSpec {
+        // Note: a multicast remap within a view keeps the endpoint's repair mode until the
+        // next view (repairs to the requester are correct either way).
         GroupSpec {
             view: st.installed.id,
             members: st.installed.members.clone(),
@@ -640,6 +670,18 @@ impl MemberAgent {
 
     fn on_status(&mut self, st: GroupStatus) {
         let group = st.installed.group;
+        for (m, a) in &st.addrs {
+            if self.addrs.insert(*m, *a) != Some(*a) {
+                self.generation += 1;
+            }
+        }
+        if let Some(slot) = self.groups.get_mut(&group) {
+            if st.installed.id == slot.view.id && slot.mcast != st.mcast {
+                // A Dr. Multicast remap within the view: the driver moves the address.
+                slot.mcast = st.mcast;
+                self.generation += 1;
+            }
+        }
         let me = self.me;
         let Some(slot) = self.groups.get_mut(&group) else {
             // No view yet: install the first one if it names us.
@@ -656,7 +698,7 @@ impl MemberAgent {
                 group,
                 Slot {
                     view: v.clone(),
-                    mcast: st.mcast.is_some(),
+                    mcast: st.mcast,
                     round: st.flush.as_ref().map_or(0, |f| f.round.saturating_sub(1)),
                     phase: FlushPhase::Idle,
                     report: Vec::new(),
@@ -667,6 +709,7 @@ impl MemberAgent {
                 },
             );
             self.stats.views += 1;
+            self.generation += 1;
             self.emit(group, AgentEvent::View(v));
             // A flush may already be running on this view.
             if st.flush.is_some() {
@@ -773,15 +816,17 @@ impl MemberAgent {
                 }
             }
             self.endpoint.leave(group);
+            self.generation += 1;
             self.events.push_back(AgentEvent::Gone { group });
             return;
         }
         let slot = self.groups.get_mut(&group).expect("present");
         slot.view = v.clone();
-        slot.mcast = st.mcast.is_some();
+        slot.mcast = st.mcast;
         slot.phase = FlushPhase::Idle;
         slot.report.clear();
         self.stats.views += 1;
+        self.generation += 1;
         // State transfer targets: this view's joiners, plus the previous view's joiners if
         // that view's rank 0 is gone (it may have died before sending theirs).
         let rank0 = v.members[0];
@@ -1023,5 +1068,26 @@ impl MemberAgent {
             _ => false,
         };
         self.events.extend(held.into_iter().filter(|e| !covered(e)));
+    }
+}
+
+/// Lets any data-plane driver ([`vsync_dataplane::engine::Engine`], the simulator) run the
+/// agent like a bare endpoint; oracle messages travel separately
+/// ([`MemberAgent::poll_oracle`], [`MemberAgent::handle_oracle`]).
+impl Protocol for MemberAgent {
+    fn handle_datagram(&mut self, now: Timestamp, from: SocketAddr, datagram: &mut [u8]) {
+        MemberAgent::handle_datagram(self, now, from, datagram);
+    }
+
+    fn poll_transmit(&mut self, now: Timestamp, buf: &mut [u8]) -> Option<Transmit> {
+        MemberAgent::poll_transmit(self, now, buf)
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        Some(MemberAgent::poll_timeout(self))
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        MemberAgent::handle_timeout(self, now);
     }
 }
