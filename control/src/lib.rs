@@ -25,5 +25,6 @@ pub mod drmc;
 pub mod fd;
 pub mod oracle;
 pub mod proto;
+pub mod runtime;
 pub mod service;
 pub mod system_sim;

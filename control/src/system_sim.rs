@@ -69,6 +69,48 @@ pub struct SimConfig {
     pub large_share: f64,
     /// Faults happen in `[0, active)`; afterwards the network heals and the run must converge.
     pub active: Duration,
+    /// One-way network latency before jitter, microseconds.
+    pub latency_us: u64,
+    /// Failure detection, lease and raft timing.
+    pub timing: SimTiming,
+    /// If set, exactly this member crashes at this time (benchmarks), instead of the random
+    /// crash plan.
+    pub planned_crash: Option<(u32, Duration)>,
+}
+
+/// Timing of the control plane inside a simulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimTiming {
+    /// Member heartbeats to the oracle, and the oracle's failure detector.
+    pub fd: FdConfig,
+    /// Member lease (silence from the oracle before pausing deliveries).
+    pub lease: Duration,
+    /// Raft tick.
+    pub tick: Duration,
+}
+
+impl SimTiming {
+    /// Scaled-down timing so a run covers several failure detections in about a virtual
+    /// second: heartbeats 20 ms, timeout 200 ms, lease 100 ms, raft tick 10 ms.
+    pub fn fast() -> Self {
+        SimTiming {
+            fd: FdConfig {
+                interval: ms(20),
+                timeout: ms(200),
+            },
+            lease: ms(100),
+            tick: ms(10),
+        }
+    }
+
+    /// The data-centre defaults: heartbeats 100 ms, timeout 1 s, lease 500 ms, raft tick 50 ms.
+    pub fn defaults() -> Self {
+        SimTiming {
+            fd: FdConfig::default(),
+            lease: AgentConfig::default().lease,
+            tick: ServiceConfig::default().tick,
+        }
+    }
 }
 
 impl SimConfig {
@@ -94,6 +136,9 @@ impl SimConfig {
             ordered_share: [0.0, 0.5, 1.0][r.below(3) as usize],
             large_share: [0.0, 0.05][r.below(2) as usize],
             active: Duration::from_millis(400 + r.below(600)),
+            latency_us: 30,
+            timing: SimTiming::fast(),
+            planned_crash: None,
         }
     }
 }
@@ -111,6 +156,8 @@ pub struct SimOutcome {
     pub views_installed: u64,
     /// Messages delivered in total.
     pub delivered: u64,
+    /// Per crashed or excluded process: when the oracle first decided it failed.
+    pub decided: BTreeMap<u32, Duration>,
 }
 
 /// One member's observations.
@@ -204,31 +251,27 @@ fn state_step(state: u64, id: MsgId) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&b)
 }
 
-/// Timing used inside the simulation (scaled down from the data-centre defaults so a run
-/// covers several failure detections in about a virtual second).
-fn agent_config() -> AgentConfig {
+fn agent_config(t: &SimTiming) -> AgentConfig {
     AgentConfig {
-        heartbeat: ms(20),
-        lease: ms(100),
+        heartbeat: t.fd.interval,
+        lease: t.lease,
         ..AgentConfig::default()
     }
 }
 
-fn service_config() -> ServiceConfig {
+fn service_config(t: &SimTiming) -> ServiceConfig {
     ServiceConfig {
-        fd: FdConfig {
-            interval: ms(20),
-            timeout: ms(200),
-        },
-        tick: ms(10),
+        fd: t.fd,
+        tick: t.tick,
     }
 }
 
 fn protocol_config() -> ProtocolConfig {
     ProtocolConfig {
-        send_buffer_bytes: 4 << 20,
-        window_bytes: 1 << 20,
-        window_frames: 2048,
+        send_buffer_bytes: 1 << 20,
+        window_bytes: 256 << 10,
+        window_frames: 512,
+        retain_bytes: 512 << 10,
         max_message_bytes: 64 << 10,
         ..ProtocolConfig::default()
     }
@@ -249,7 +292,11 @@ impl Sim {
             replicas.insert(
                 *id,
                 ReplicaSlot {
-                    service: Some(OracleService::new(r, service_config(), Timestamp::ZERO)),
+                    service: Some(OracleService::new(
+                        r,
+                        service_config(&cfg.timing),
+                        Timestamp::ZERO,
+                    )),
                     storage: None,
                     config,
                     restart_at: None,
@@ -291,7 +338,7 @@ impl Sim {
             let agent = MemberAgent::new(
                 me,
                 Some(addr_of(p)),
-                agent_config(),
+                agent_config(&cfg.timing),
                 protocol_config(),
                 cfg.seed ^ u64::from(p),
                 replica_ids.clone(),
@@ -309,9 +356,14 @@ impl Sim {
                     leave_at: leavers
                         .contains(&p)
                         .then(|| Timestamp(active / 3 + rng.below(active / 2))),
-                    crash_at: victims
-                        .contains(&p)
-                        .then(|| Timestamp(active / 5 + rng.below(active * 3 / 4))),
+                    crash_at: match cfg.planned_crash {
+                        Some((victim, at)) => {
+                            (victim == p).then(|| Timestamp(at.as_nanos() as u64))
+                        }
+                        None => victims
+                            .contains(&p)
+                            .then(|| Timestamp(active / 5 + rng.below(active * 3 / 4))),
+                    },
                     side_b: side_b.contains(&p),
                 },
             );
@@ -385,7 +437,7 @@ impl Sim {
             1
         };
         for _ in 0..copies {
-            let delay = 30_000 + self.rng.below(self.cfg.jitter_us * 1000 + 1);
+            let delay = self.cfg.latency_us * 1000 + self.rng.below(self.cfg.jitter_us * 1000 + 1);
             let id = self.next_id;
             self.next_id += 1;
             self.payloads.insert(id, packet.clone());
@@ -664,7 +716,7 @@ impl Sim {
                 slot.restart_at = None;
                 let storage = slot.storage.take().expect("crashed replica keeps storage");
                 let r = Replica::restart(slot.config.clone(), storage).expect("restart");
-                slot.service = Some(OracleService::new(r, service_config(), now));
+                slot.service = Some(OracleService::new(r, service_config(&self.cfg.timing), now));
                 self.note(format!("restart oracle replica {id}"));
             }
         }
@@ -706,6 +758,27 @@ impl Sim {
             t = t.min(x);
         }
         t.max(self.now)
+    }
+
+    /// Notes when the oracle first marks a crashed or cut-off process failed.
+    fn record_decisions(&mut self) {
+        let t = self.elapsed();
+        for (p, log) in &self.out.logs {
+            if self.out.decided.contains_key(p) || (log.crashed.is_none() && !self.partitioned) {
+                continue;
+            }
+            let failed = self.replicas.values().any(|s| {
+                s.service.as_ref().is_some_and(|svc| {
+                    matches!(
+                        svc.replica().state().member_status(log.member),
+                        crate::oracle::MemberStatus::Poisoned(_)
+                    )
+                })
+            });
+            if failed {
+                self.out.decided.insert(*p, t);
+            }
+        }
     }
 
     /// True when every live, unexcluded member sent everything, all are in the same view,
@@ -797,6 +870,7 @@ impl Sim {
             }
             self.workload();
             self.drain_outputs();
+            self.record_decisions();
             if self.now > self.active_end() + ms(200) && self.converged() {
                 // Let the last deliveries settle, then stop.
                 let settle = *converged_at.get_or_insert(self.now + ms(50));
@@ -1049,4 +1123,74 @@ pub fn check(out: &SimOutcome) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// One view-change measurement, in virtual time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViewChangeSample {
+    /// From the crash to the oracle's failure decision (failure detection).
+    pub crash_to_decision: Duration,
+    /// From the decision to the new view installed at every survivor (the flush).
+    pub decision_to_view: Duration,
+    /// From the crash to the new view installed at every survivor.
+    pub crash_to_view: Duration,
+}
+
+/// Measures one view change: `members` members and `replicas` oracle replicas (no loss,
+/// one-way latency `latency_us`) stream Sends and OrderedSends; the last member
+/// crashes at `crash_at`; returns when the oracle decided and when every survivor installed
+/// the view without it. The run is also checked like any simulation.
+pub fn measure_view_change(
+    members: usize,
+    replicas: usize,
+    timing: SimTiming,
+    latency_us: u64,
+    crash_at: Duration,
+    seed: u64,
+) -> Result<ViewChangeSample, String> {
+    let victim = members as u32;
+    let cfg = SimConfig {
+        seed,
+        replicas,
+        members,
+        late_joiners: 0,
+        loss: 0.0,
+        dup: 0.0,
+        jitter_us: 0,
+        crashes: 0,
+        crash_leader: false,
+        partition: false,
+        leaves: 0,
+        messages: 30,
+        ordered_share: 0.5,
+        large_share: 0.0,
+        active: crash_at + timing.fd.timeout,
+        latency_us,
+        timing,
+        planned_crash: Some((victim, crash_at)),
+    };
+    let out = run_and_check(cfg)?;
+    let log = &out.logs[&victim];
+    let crashed = log
+        .crashed
+        .ok_or("the victim did not crash (no view yet?)")?;
+    let decided = *out.decided.get(&victim).ok_or("no failure decision")?;
+    let mut installed = Duration::ZERO;
+    for (p, l) in &out.logs {
+        if *p == victim {
+            continue;
+        }
+        let t = l
+            .views
+            .iter()
+            .find(|(t, _, m)| *t >= crashed && !m.contains(&log.member))
+            .map(|(t, _, _)| *t)
+            .ok_or_else(|| format!("member {p} never installed a view without {victim}"))?;
+        installed = installed.max(t);
+    }
+    Ok(ViewChangeSample {
+        crash_to_decision: decided - crashed,
+        decision_to_view: installed - decided,
+        crash_to_view: installed - crashed,
+    })
 }
