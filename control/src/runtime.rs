@@ -125,7 +125,9 @@ fn decode_heartbeat_workaround(bytes: &[u8]) -> Option<ToOracle> {
         return None;
     }
     let member = get_member(&mut r, "member").ok()?;
-    let n = r.count(crate::oracle::command::MAX_LIST, 11, "groups").ok()?;
+    let n = r
+        .count(crate::oracle::command::MAX_LIST, 11, "groups")
+        .ok()?;
     let mut groups = Vec::with_capacity(n);
     for _ in 0..n {
         groups.push(GroupProgress {
@@ -766,7 +768,14 @@ mod tests {
             decode_oracle_frame(&encode_member_frame(&hb)),
             Ok(OracleFrame::Member(hb))
         );
-        for bad in [&b""[..], b"R123", b"Q", b"M", b"M\x01\xff\xff", b"M\x01\x02\x01\x05"] {
+        for bad in [
+            &b""[..],
+            b"R123",
+            b"Q",
+            b"M",
+            b"M\x01\xff\xff",
+            b"M\x01\x02\x01\x05",
+        ] {
             assert!(decode_oracle_frame(bad).is_err(), "{bad:?}");
         }
     }

@@ -358,7 +358,7 @@ impl Sim {
                         .then(|| Timestamp(active / 3 + rng.below(active / 2))),
                     crash_at: match cfg.planned_crash {
                         Some((victim, at)) => {
-                            (victim == p).then(|| Timestamp(at.as_nanos() as u64))
+                            (victim == p).then_some(Timestamp(at.as_nanos() as u64))
                         }
                         None => victims
                             .contains(&p)
