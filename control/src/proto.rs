@@ -37,6 +37,8 @@ pub struct GroupProgress {
     pub round: u32,
     /// How far in that round.
     pub phase: FlushPhase,
+    /// Multicasts this member sent in the group so far (Dr. Multicast traffic estimate).
+    pub sent: u64,
 }
 
 /// A member's message to the oracle.
@@ -176,7 +178,7 @@ pub enum FromOracle {
 //
 // ```text
 // message   = version:u8(=1) tag:u8 fields
-// ToOracle:   1 Hello member addr | 2 Heartbeat member count{group view:varint round:varint phase:u8}
+// ToOracle:   1 Hello member addr | 2 Heartbeat member count{group view round phase:u8 sent}
 //             3 Request member seq:varint command | 4 FlushReport member group view round count{member pos}
 //             5 FlushDone member group view round | 6 Suspect member member
 // FromOracle: 16 Reply seq ok:u8 [error:str] | 17 Status view mcast flush addrs | 18 Gone group
@@ -243,6 +245,7 @@ impl ToOracle {
                     w.varint(u64::from(g.view.0));
                     w.varint(u64::from(g.round));
                     w.u8(phase_code(g.phase));
+                    w.varint(g.sent);
                 }
             }
             ToOracle::Request {
@@ -319,6 +322,7 @@ impl ToOracle {
                             3 => FlushPhase::Done,
                             tag => return Err(DecodeError::BadTag { what: "phase", tag }),
                         },
+                        sent: r.varint("sent")?,
                     });
                 }
                 ToOracle::Heartbeat { member, groups }
@@ -624,6 +628,7 @@ mod tests {
                                 FlushPhase::Flushing,
                                 FlushPhase::Done
                             ][p as usize],
+                            sent: u64::from(round) * 3,
                         })
                         .collect(),
                 }),
@@ -704,6 +709,24 @@ mod tests {
             arb_member().prop_map(|member| FromOracle::Welcome { member }),
             proptest::option::of(any::<u64>()).prop_map(|leader| FromOracle::Redirect { leader }),
         ]
+    }
+
+    #[test]
+    fn smallest_heartbeat_entries_decode() {
+        let m = ToOracle::Heartbeat {
+            member: MemberId::new(1, 1),
+            groups: vec![
+                GroupProgress {
+                    group: GroupId(7),
+                    view: ViewId(1),
+                    round: 0,
+                    phase: FlushPhase::Idle,
+                    sent: 0,
+                };
+                3
+            ],
+        };
+        assert_eq!(ToOracle::decode(&m.encode()).unwrap(), m);
     }
 
     proptest! {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use vsync_dataplane::{GroupId, MemberId, Timestamp};
 
+use crate::drmc::McParams;
 use crate::fd::{FailureDetector, FdConfig, SuspectReason};
 use crate::oracle::{
     Command, CommandError, Event, FailureReason, MemberStatus, ProposalId, Replica, Request,
@@ -27,6 +28,11 @@ pub struct ServiceConfig {
     pub fd: FdConfig,
     /// Length of one raft tick (elections take 10–20 ticks, leader heartbeats every 2).
     pub tick: Duration,
+    /// Dr. Multicast parameters the leader installs (`None`: no IP multicast mapping, every
+    /// group uses unicast fan-out).
+    pub multicast: Option<McParams>,
+    /// How often the leader reports measured traffic and recomputes the mapping.
+    pub remap_interval: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -36,6 +42,8 @@ impl Default for ServiceConfig {
         ServiceConfig {
             fd: FdConfig::default(),
             tick: Duration::from_millis(50),
+            multicast: None,
+            remap_interval: Duration::from_secs(60),
         }
     }
 }
@@ -77,6 +85,11 @@ pub struct OracleService {
     /// Failures already proposed (not proposed twice while in flight).
     proposed_failures: BTreeSet<MemberId>,
     stats: ServiceStats,
+    /// Per group, per member: the last reported send counter and when it was heard.
+    traffic: BTreeMap<GroupId, BTreeMap<MemberId, (u64, Timestamp)>>,
+    /// Per group: messages/s summed over members since the last remap.
+    rates: BTreeMap<GroupId, u64>,
+    next_remap: Timestamp,
 }
 
 impl std::fmt::Debug for OracleService {
@@ -101,6 +114,9 @@ impl OracleService {
             requests: BTreeMap::new(),
             proposed_failures: BTreeSet::new(),
             stats: ServiceStats::default(),
+            traffic: BTreeMap::new(),
+            rates: BTreeMap::new(),
+            next_remap: now + cfg.remap_interval,
         };
         s.drain(now);
         s
@@ -139,7 +155,12 @@ impl OracleService {
         } else {
             None
         };
-        fd.map_or(self.next_tick, |t| t.min(self.next_tick))
+        let t = fd.map_or(self.next_tick, |t| t.min(self.next_tick));
+        if self.leading && self.cfg.multicast.is_some() {
+            t.min(self.next_remap)
+        } else {
+            t
+        }
     }
 
     /// Runs raft ticks and, while leading, failure detection.
@@ -153,6 +174,10 @@ impl OracleService {
             // The oracle sends no heartbeats of its own; this only moves the detector's
             // send schedule so its deadline reflects expiries.
             let _ = self.fd.heartbeat_due(now);
+            if now >= self.next_remap {
+                self.next_remap = now + self.cfg.remap_interval;
+                self.remap(now);
+            }
             for s in self.fd.on_timeout(now) {
                 let reason = match s.reason {
                     SuspectReason::Timeout { .. } => FailureReason::HeartbeatTimeout,
@@ -223,6 +248,7 @@ impl OracleService {
                 self.answer_heartbeat(member, &[]);
             }
             ToOracle::Heartbeat { groups, .. } => {
+                self.note_traffic(now, member, &groups);
                 // Always answered: the member's lease depends on hearing from us.
                 self.send(member, FromOracle::Welcome { member });
                 self.answer_heartbeat(member, &groups);
@@ -310,6 +336,34 @@ impl OracleService {
             }
         }
         self.drain(now);
+    }
+
+    /// Folds a heartbeat's send counters into the per-group rate estimate.
+    fn note_traffic(&mut self, now: Timestamp, member: MemberId, groups: &[GroupProgress]) {
+        for p in groups {
+            let per = self.traffic.entry(p.group).or_default();
+            if let Some((count, at)) = per.insert(member, (p.sent, now)) {
+                let secs = now.saturating_since(at).as_secs_f64();
+                if secs > 0.0 && p.sent >= count {
+                    let rate = ((p.sent - count) as f64 / secs) as u64;
+                    let r = self.rates.entry(p.group).or_default();
+                    // Keep the largest per-member sample of the period, summed lazily below.
+                    *r = (*r).max(rate);
+                }
+            }
+        }
+    }
+
+    /// Dr. Multicast: reports the measured rates and recomputes the mapping (leader only).
+    fn remap(&mut self, now: Timestamp) {
+        let Some(params) = self.cfg.multicast else {
+            return;
+        };
+        let rates: Vec<(GroupId, u64)> = std::mem::take(&mut self.rates).into_iter().collect();
+        if !rates.is_empty() {
+            self.propose(now, Command::SetTraffic { rates });
+        }
+        self.propose(now, Command::RemapMulticast { params });
     }
 
     fn propose(&mut self, now: Timestamp, command: Command) {
@@ -468,6 +522,13 @@ impl OracleService {
                 for m in live {
                     self.fd.monitor(now, m);
                 }
+                // Install the configured Dr. Multicast parameters if the state lacks them.
+                if let Some(params) = self.cfg.multicast {
+                    if self.replica.state().mc_params() != Some(&params) {
+                        let _ = self.replica.propose(Command::RemapMulticast { params });
+                    }
+                }
+                self.next_remap = now + self.cfg.remap_interval;
             }
             if !leading {
                 self.requests.clear();
@@ -517,5 +578,141 @@ impl OracleService {
                 self.push_status(g, None);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oracle::{ReplicaConfig, Signature};
+
+    fn drain(s: &mut OracleService) -> Vec<FromOracle> {
+        let mut v = Vec::new();
+        while let Some(o) = s.poll_output() {
+            if let ServiceOutput::ToMember(_, m) = o {
+                v.push(m);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn embedded_service_registers_creates_and_maps_multicast() {
+        let cfg = ServiceConfig {
+            multicast: Some(McParams::default()),
+            ..ServiceConfig::default()
+        };
+        let t0 = Timestamp::from_nanos(1);
+        let mut s = OracleService::new(Replica::new(ReplicaConfig::single()).unwrap(), cfg, t0);
+        let me = MemberId::new(1, 1);
+        s.handle_member(
+            t0,
+            ToOracle::Hello {
+                member: me,
+                addr: None,
+            },
+        );
+        assert!(drain(&mut s).contains(&FromOracle::Welcome { member: me }));
+        s.handle_member(
+            t0,
+            ToOracle::Request {
+                member: me,
+                seq: 1,
+                command: Command::CreateGroup {
+                    name: "g".into(),
+                    signature: Signature::from_text("S"),
+                    // Auto maps only groups of two or more; UseIpmc asks for an address now.
+                    policy: crate::drmc::McPolicy::UseIpmc,
+                    creator: me,
+                },
+            },
+        );
+        let out = drain(&mut s);
+        assert!(
+            out.contains(&FromOracle::Reply {
+                seq: 1,
+                result: Ok(())
+            }),
+            "{out:?}"
+        );
+        let status = out
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                FromOracle::Status(st) => Some(st.clone()),
+                _ => None,
+            })
+            .expect("a status");
+        assert_eq!(status.installed.members, vec![me]);
+        assert!(
+            status.mcast.is_some(),
+            "Dr. Multicast maps the group: {status:?}"
+        );
+        // A retried request gets its original answer, a refused one its original error.
+        s.handle_member(
+            t0,
+            ToOracle::Request {
+                member: me,
+                seq: 2,
+                command: Command::Leave {
+                    group: crate::oracle::group_id("nope"),
+                    member: me,
+                },
+            },
+        );
+        let first = drain(&mut s);
+        s.handle_member(
+            t0,
+            ToOracle::Request {
+                member: me,
+                seq: 2,
+                command: Command::Leave {
+                    group: crate::oracle::group_id("nope"),
+                    member: me,
+                },
+            },
+        );
+        let again = drain(&mut s);
+        let err = |v: &[FromOracle]| {
+            v.iter().find_map(|m| match m {
+                FromOracle::Reply { seq: 2, result } => Some(result.clone()),
+                _ => None,
+            })
+        };
+        assert!(err(&first).unwrap().is_err());
+        assert_eq!(err(&first), err(&again));
+    }
+
+    #[test]
+    fn a_silent_member_is_excluded_and_told_it_was_poisoned() {
+        let cfg = ServiceConfig::default();
+        let t0 = Timestamp::from_nanos(1);
+        let mut s = OracleService::new(Replica::new(ReplicaConfig::single()).unwrap(), cfg, t0);
+        let me = MemberId::new(1, 1);
+        s.handle_member(
+            t0,
+            ToOracle::Hello {
+                member: me,
+                addr: None,
+            },
+        );
+        drain(&mut s);
+        let later = t0 + Duration::from_secs(2);
+        s.handle_timeout(later);
+        s.handle_timeout(later + Duration::from_millis(1));
+        let out = drain(&mut s);
+        assert!(
+            out.iter()
+                .any(|m| matches!(m, FromOracle::Poisoned { member, .. } if *member == me)),
+            "{out:?}"
+        );
+        s.handle_member(
+            later,
+            ToOracle::Heartbeat {
+                member: me,
+                groups: vec![],
+            },
+        );
+        assert!(matches!(drain(&mut s)[..], [FromOracle::Poisoned { .. }]));
     }
 }

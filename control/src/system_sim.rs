@@ -76,6 +76,9 @@ pub struct SimConfig {
     /// If set, exactly this member crashes at this time (benchmarks), instead of the random
     /// crash plan.
     pub planned_crash: Option<(u32, Duration)>,
+    /// Dr. Multicast on: the oracle maps the group onto an IP-multicast address (repairs are
+    /// then multicast) and remaps every 100 ms from measured traffic.
+    pub multicast: bool,
 }
 
 /// Timing of the control plane inside a simulation.
@@ -139,6 +142,7 @@ impl SimConfig {
             latency_us: 30,
             timing: SimTiming::fast(),
             planned_crash: None,
+            multicast: r.chance(0.5),
         }
     }
 }
@@ -259,10 +263,12 @@ fn agent_config(t: &SimTiming) -> AgentConfig {
     }
 }
 
-fn service_config(t: &SimTiming) -> ServiceConfig {
+fn service_config(t: &SimTiming, multicast: bool) -> ServiceConfig {
     ServiceConfig {
         fd: t.fd,
         tick: t.tick,
+        multicast: multicast.then(crate::drmc::McParams::default),
+        remap_interval: ms(100),
     }
 }
 
@@ -294,7 +300,7 @@ impl Sim {
                 ReplicaSlot {
                     service: Some(OracleService::new(
                         r,
-                        service_config(&cfg.timing),
+                        service_config(&cfg.timing, cfg.multicast),
                         Timestamp::ZERO,
                     )),
                     storage: None,
@@ -716,7 +722,11 @@ impl Sim {
                 slot.restart_at = None;
                 let storage = slot.storage.take().expect("crashed replica keeps storage");
                 let r = Replica::restart(slot.config.clone(), storage).expect("restart");
-                slot.service = Some(OracleService::new(r, service_config(&self.cfg.timing), now));
+                slot.service = Some(OracleService::new(
+                    r,
+                    service_config(&self.cfg.timing, self.cfg.multicast),
+                    now,
+                ));
                 self.note(format!("restart oracle replica {id}"));
             }
         }
@@ -1168,6 +1178,7 @@ pub fn measure_view_change(
         latency_us,
         timing,
         planned_crash: Some((victim, crash_at)),
+        multicast: false,
     };
     let out = run_and_check(cfg)?;
     let log = &out.logs[&victim];

@@ -193,6 +193,8 @@ struct Slot {
     held: Vec<AgentEvent>,
     /// Rank 0: members to send the next checkpoint to.
     checkpoint_to: Vec<MemberId>,
+    /// Multicasts sent in the group (reported for Dr. Multicast's traffic estimate).
+    sent: u64,
 }
 
 /// One member process's control-plane agent. See the module docs.
@@ -468,6 +470,11 @@ impl MemberAgent {
         self.scratch.push(tag);
         self.scratch.extend_from_slice(payload);
         let r = self.endpoint.try_send(self.now, group, &self.scratch);
+        if r.is_ok() {
+            if let Some(slot) = self.groups.get_mut(&group) {
+                slot.sent += 1;
+            }
+        }
         self.process_inbox();
         r.map(|_| ()).map_err(AgentError::Send)
     }
@@ -615,6 +622,7 @@ impl MemberAgent {
                     view: s.view.id,
                     round: s.round,
                     phase: s.phase,
+                    sent: s.sent,
                 })
                 .collect();
             self.oracle_send(ToOracle::Heartbeat {
@@ -706,6 +714,7 @@ impl MemberAgent {
                     awaiting,
                     held: Vec::new(),
                     checkpoint_to: Vec::new(),
+                    sent: 0,
                 },
             );
             self.stats.views += 1;
