@@ -98,53 +98,12 @@ pub fn decode_oracle_frame(datagram: &[u8]) -> Result<OracleFrame<'_>, String> {
             Ok(OracleFrame::Raft { from, bytes })
         }
         Some((&FRAME_RAFT, _)) => Err("raft frame shorter than its sender id".into()),
-        Some((&FRAME_MEMBER, rest)) => match ToOracle::decode(rest) {
-            Ok(msg) => Ok(OracleFrame::Member(msg)),
-            Err(e) => decode_heartbeat_workaround(rest)
-                .map(OracleFrame::Member)
-                .ok_or_else(|| format!("member frame: {e}")),
-        },
+        Some((&FRAME_MEMBER, rest)) => ToOracle::decode(rest)
+            .map(OracleFrame::Member)
+            .map_err(|e| format!("member frame: {e}")),
         Some((k, _)) => Err(format!("unknown frame kind {k:#04x}")),
         None => Err("empty datagram".into()),
     }
-}
-
-/// Decodes a `ToOracle::Heartbeat` that `ToOracle::decode` wrongly refuses.
-///
-/// WORKAROUND (remove once `proto.rs` is fixed): `ToOracle::decode` bounds the heartbeat's
-/// group count with `r.count(MAX_LIST, 12, ..)`, but an entry can be 11 bytes (group id 8 +
-/// view varint 1 + round varint 1 + phase 1), so every heartbeat whose last entries have
-/// view and round below 128 fails to decode ("too long"). The simulator never encodes, so it
-/// does not see this. Same layout as the encoder, with the correct minimum of 11 bytes.
-fn decode_heartbeat_workaround(bytes: &[u8]) -> Option<ToOracle> {
-    use crate::codec::Reader;
-    use crate::oracle::command::get_member;
-    use crate::proto::{FlushPhase, GroupProgress, PROTO_VERSION};
-    let mut r = Reader::new(bytes);
-    if r.u8("version").ok()? != PROTO_VERSION || r.u8("tag").ok()? != 2 {
-        return None;
-    }
-    let member = get_member(&mut r, "member").ok()?;
-    let n = r
-        .count(crate::oracle::command::MAX_LIST, 11, "groups")
-        .ok()?;
-    let mut groups = Vec::with_capacity(n);
-    for _ in 0..n {
-        groups.push(GroupProgress {
-            group: GroupId(r.u64_fixed("group").ok()?),
-            view: vsync_dataplane::ViewId(r.varint_u32("view").ok()?),
-            round: r.varint_u32("round").ok()?,
-            phase: match r.u8("phase").ok()? {
-                0 => FlushPhase::Idle,
-                1 => FlushPhase::Reported,
-                2 => FlushPhase::Flushing,
-                3 => FlushPhase::Done,
-                _ => return None,
-            },
-        });
-    }
-    r.finish().ok()?;
-    Some(ToOracle::Heartbeat { member, groups })
 }
 
 /// Why a runtime could not be created or driven.
@@ -754,7 +713,7 @@ mod tests {
                 bytes: b"xyz"
             })
         );
-        // A heartbeat with one small entry (11 bytes): see decode_heartbeat_workaround.
+        // A heartbeat with the smallest possible entry (12 bytes).
         let hb = ToOracle::Heartbeat {
             member: MemberId::new(1, 1),
             groups: vec![crate::proto::GroupProgress {
@@ -762,6 +721,7 @@ mod tests {
                 view: vsync_dataplane::ViewId(1),
                 round: 0,
                 phase: crate::proto::FlushPhase::Idle,
+                sent: 0,
             }],
         };
         assert_eq!(

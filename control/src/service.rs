@@ -36,14 +36,28 @@ pub struct ServiceConfig {
 }
 
 impl Default for ServiceConfig {
-    /// Data-centre defaults: the failure detector's 100 ms / 1 s and raft ticks of 50 ms
-    /// (elections after 0.5–1 s).
+    /// Data-centre defaults: the failure detector's 100 ms / 1 s and raft ticks of 100 ms
+    /// (elections after 1–2 s), as [`crate::config::ControlConfig`]'s defaults.
     fn default() -> Self {
         ServiceConfig {
             fd: FdConfig::default(),
-            tick: Duration::from_millis(50),
+            tick: Duration::from_millis(100),
             multicast: None,
             remap_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// The service settings of a validated control-plane configuration (`VSYNC_FD_*`,
+    /// `VSYNC_ORACLE_TICK_MS`, Dr. Multicast range, cap and unicast-only mode,
+    /// `VSYNC_REMAP_INTERVAL_S`).
+    pub fn from_control(c: &crate::config::ControlConfig) -> Self {
+        ServiceConfig {
+            fd: c.fd,
+            tick: c.oracle_tick,
+            multicast: Some(c.multicast),
+            remap_interval: c.remap_interval,
         }
     }
 }

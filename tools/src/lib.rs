@@ -33,3 +33,4 @@ pub mod reliable;
 pub mod report;
 pub mod signals;
 pub mod transport;
+pub mod vsync_lab;

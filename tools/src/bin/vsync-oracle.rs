@@ -1,0 +1,148 @@
+//! `vsync-oracle` — one ORACLE membership-service replica on one UDP socket.
+//!
+//! ```text
+//! vsync-oracle --id 1 --listen 10.77.1.1:7100 \
+//!              --peers 1=10.77.1.1:7100,2=10.77.1.2:7100,3=10.77.1.3:7100 \
+//!              [--fd-interval-ms 100] [--fd-timeout-ms 1000] [--tick-ms 100] [--status-ms 1000]
+//!              [--seed N] [--exit-after-ms 0]
+//! ```
+//!
+//! Datagrams: `'R'` + sender replica id (u64 LE) + raft bytes between replicas, `'M'` +
+//! `ToOracle` from members; answers to a member go to the source of its latest datagram (see
+//! `vsync_control::runtime`). Defaults for the timing come from `VSYNC_FD_INTERVAL_MS`,
+//! `VSYNC_FD_TIMEOUT_MS` and `VSYNC_ORACLE_TICK_MS`; flags override them. A status line
+//! (`vsync-oracle id=.. leader=.. term=.. applied=..`) goes to stderr every `--status-ms`.
+//! SIGTERM / SIGINT (or `--exit-after-ms`) end it cleanly (exit 0).
+//!
+//! Storage is in memory: a replica that was killed must not be restarted under the same id
+//! (it would rejoin with an empty log); with three replicas the other two keep a majority.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use vsync_control::config::ControlConfig;
+use vsync_control::fd::FdConfig;
+use vsync_control::runtime::OracleNode;
+use vsync_control::service::ServiceConfig;
+use vsync_tools::signals;
+use vsync_tools::vsync_lab::parse_replicas;
+
+#[derive(Parser, Debug)]
+#[command(name = "vsync-oracle", about = "One vsync ORACLE replica over UDP")]
+struct Args {
+    /// This replica's id (must appear in --peers).
+    #[arg(long)]
+    id: u64,
+    /// Address to listen on (IP:PORT).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Every replica, this one included: `1=IP:PORT,2=IP:PORT,3=IP:PORT`.
+    #[arg(long)]
+    peers: String,
+    /// Member heartbeat interval the failure detector expects (ms).
+    #[arg(long)]
+    fd_interval_ms: Option<u64>,
+    /// Member silence before it is declared failed (ms).
+    #[arg(long)]
+    fd_timeout_ms: Option<u64>,
+    /// Raft tick (ms): leader heartbeats every 2 ticks, elections after 10–20.
+    #[arg(long)]
+    tick_ms: Option<u64>,
+    /// Status line period on stderr (ms; 0 = never).
+    #[arg(long, default_value_t = 1000)]
+    status_ms: u64,
+    /// Seed of the replica's election timeouts (default: the id).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Exit after this long (ms; 0 = run until a signal). A safety net for labs.
+    #[arg(long, default_value_t = 0)]
+    exit_after_ms: u64,
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let control = ControlConfig::from_env().map_err(|e| e.to_string())?;
+    let peers = parse_replicas(&args.peers)?;
+    match peers.iter().find(|(id, _)| *id == args.id) {
+        None => return Err(format!("--id {} is not listed in --peers", args.id)),
+        Some((_, addr)) if *addr != args.listen => eprintln!(
+            "vsync-oracle: note: --listen {} differs from this replica's --peers entry {addr}",
+            args.listen
+        ),
+        _ => {}
+    }
+    let fd = FdConfig {
+        interval: args
+            .fd_interval_ms
+            .map_or(control.fd.interval, Duration::from_millis),
+        timeout: args
+            .fd_timeout_ms
+            .map_or(control.fd.timeout, Duration::from_millis),
+    };
+    if fd.interval.is_zero() || fd.timeout < fd.interval * 2 {
+        return Err(format!(
+            "failure detection: timeout {:?} must be at least twice the interval {:?} (> 0)",
+            fd.timeout, fd.interval
+        ));
+    }
+    let tick = args
+        .tick_ms
+        .map_or(control.oracle_tick, Duration::from_millis);
+    if tick.is_zero() {
+        return Err("--tick-ms must be positive".into());
+    }
+    signals::install().map_err(|e| format!("signal handlers: {e}"))?;
+    let mut node = OracleNode::new(
+        args.id,
+        args.listen,
+        peers.clone(),
+        ServiceConfig {
+            fd,
+            tick,
+            remap_interval: control.remap_interval,
+            // No IP-multicast mapping: members use unicast fan-out.
+            multicast: None,
+        },
+        args.seed.unwrap_or(args.id),
+    )
+    .map_err(|e| format!("replica {}: {e}", args.id))?;
+    eprintln!(
+        "vsync-oracle: replica {} of {:?} listening on {} (fd {:?}/{:?}, tick {:?})",
+        args.id,
+        peers.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        args.listen,
+        fd.interval,
+        fd.timeout,
+        tick
+    );
+    let period = Duration::from_millis(args.status_ms);
+    let mut next_status = Instant::now();
+    let started = Instant::now();
+    let lifetime = (args.exit_after_ms > 0).then(|| Duration::from_millis(args.exit_after_ms));
+    while !signals::stop_requested() && lifetime.is_none_or(|l| started.elapsed() < l) {
+        node.step(Duration::from_millis(20))
+            .map_err(|e| format!("socket: {e}"))?;
+        if !period.is_zero() && Instant::now() >= next_status {
+            next_status = Instant::now() + period;
+            eprintln!("{}", node.status());
+        }
+    }
+    eprintln!("{}", node.status());
+    eprintln!(
+        "vsync-oracle: replica {} stopping (signal {:?})",
+        args.id,
+        signals::last_signal()
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vsync-oracle: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! Real processes, real network, real faults: virtual synchrony end to end.
+//!
+//! A 5-host namespace lab with 10 % loss towards every host (BPF filter); three
+//! `vsync-oracle` replicas on hosts 0, 1, 2 and one `vsync-member` per host (process number
+//! = host index plus one), all streaming OrderedSends (and some Sends). Mid-stream: SIGKILL member 3 (host 2),
+//! SIGKILL the oracle leader (whichever replica it is — the other two keep a majority and
+//! all three replicas live on hosts 0..=2), then cut hosts 3 and 4 off (`isolate_group`), and
+//! heal. The minority members (4, 5) must be excluded and told they were poisoned; the
+//! survivors (1, 2) finish their streams. All member logs are then parsed into
+//! `vsync_control::system_sim::MemberLog`s and judged by the simulator's own checker
+//! (`system_sim::check`): identical views, one total order, same message set per view,
+//! nothing lost or duplicated among survivors, joiners' states equal, nothing delivered by
+//! a poisoned member after its exclusion.
+//!
+//! Needs root and iproute2 (CI runs as root); prints "skipped" otherwise. Every process is
+//! killed and the lab removed on every path (the process guard is dropped before the lab).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vsync_control::system_sim::{check, SimOutcome};
+use vsync_tools::netlab::{Direction, Impairment, Lab, LabConfig};
+use vsync_tools::payload::now_ns;
+use vsync_tools::vsync_lab::{last_oracle_status, read_member_log, ParsedLog};
+
+const ORACLE: &str = env!("CARGO_BIN_EXE_vsync-oracle");
+const MEMBER: &str = env!("CARGO_BIN_EXE_vsync-member");
+
+const HOSTS: usize = 5;
+const ORACLE_PORT: u16 = 7100;
+const MEMBER_PORT: u16 = 7200;
+/// OrderedSends and Sends per member, and the rate: about 12 s of streaming.
+const ORDERED: u64 = 420;
+const SENDS: u64 = 60;
+const RATE: u32 = 40;
+
+fn can_run() -> bool {
+    vsync_tools::netlab::is_root()
+        && Command::new("ip")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// Every process the test started; dropping it SIGKILLs and reaps them all.
+#[derive(Default)]
+struct Procs {
+    children: BTreeMap<String, Child>,
+}
+
+impl Procs {
+    fn add(&mut self, name: &str, child: Child) {
+        self.children.insert(name.to_string(), child);
+    }
+
+    fn signal(&mut self, name: &str, sig: i32) {
+        if let Some(c) = self.children.get_mut(name) {
+            if c.try_wait().ok().flatten().is_none() {
+                // SAFETY: plain kill(2) on a child we started and have not reaped.
+                unsafe { libc::kill(c.id() as i32, sig) };
+            }
+        }
+    }
+
+    fn running(&mut self, name: &str) -> bool {
+        self.children
+            .get_mut(name)
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; reaps.
+    fn stop(&mut self, name: &str, grace: Duration) {
+        self.signal(name, libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while self.running(name) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.signal(name, libc::SIGKILL);
+        if let Some(c) = self.children.get_mut(name) {
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in self.children.values_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn member_log(dir: &Path, p: u32) -> PathBuf {
+    dir.join(format!("member-{p}.jsonl"))
+}
+
+fn oracle_err(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("oracle-{id}.err"))
+}
+
+fn read_log(dir: &Path, p: u32) -> ParsedLog {
+    read_member_log(&member_log(dir, p)).unwrap_or_default()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The live replica whose latest status line says it leads (highest term wins).
+fn find_leader(dir: &Path, procs: &mut Procs) -> Option<u64> {
+    (1..=3u64)
+        .filter(|id| procs.running(&format!("oracle{id}")))
+        .filter_map(|id| {
+            let text = std::fs::read_to_string(oracle_err(dir, id)).ok()?;
+            last_oracle_status(&text).filter(|s| s.leader)
+        })
+        .max_by_key(|s| s.term)
+        .map(|s| s.id)
+}
+
+fn spawn_member(lab: &Lab, dir: &Path, host: usize, oracles: &str, create: bool) -> Child {
+    let p = host as u32 + 1;
+    let err = File::create(dir.join(format!("member-{p}.err"))).expect("stderr file");
+    lab.command(host, MEMBER)
+        .args([
+            "--process",
+            &p.to_string(),
+            "--listen",
+            &format!("{}:{MEMBER_PORT}", lab.host_addr(host)),
+            "--oracle",
+            oracles,
+            "--group",
+            "lab",
+            if create { "--create" } else { "--join" },
+            "--ordered",
+            &ORDERED.to_string(),
+            "--sends",
+            &SENDS.to_string(),
+            "--rate",
+            &RATE.to_string(),
+            "--size",
+            "100",
+            "--heartbeat-ms",
+            "50",
+            "--lease-ms",
+            "250",
+            "--exit-after-ms",
+            "110000",
+            "--log",
+        ])
+        .arg(member_log(dir, p))
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("spawn vsync-member")
+}
+
+fn views_summary(l: &ParsedLog) -> String {
+    l.log
+        .views
+        .iter()
+        .map(|(_, v, m)| {
+            format!(
+                "{}:{:?}",
+                v.0,
+                m.iter().map(|m| m.process()).collect::<Vec<_>>()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn virtual_synchrony_over_lossy_lab_with_crashes_and_partition() {
+    if !can_run() {
+        println!("virtual synchrony over a lossy lab: skipped: needs root and iproute2");
+        return;
+    }
+    let started = Instant::now();
+    let prefix = format!("lvs{}", std::process::id() % 10_000);
+    let dir = std::env::temp_dir().join(format!("vsync-lab-{prefix}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("log dir");
+
+    // Declared before the processes, so it is dropped (namespaces deleted) after they are
+    // killed, on every path.
+    let mut lab = Lab::create(LabConfig::new(prefix.clone(), HOSTS)).expect("create lab");
+    let mut procs = Procs::default();
+    for i in 0..HOSTS {
+        lab.set_impairment(
+            i,
+            Direction::ToHost,
+            Impairment {
+                loss_pct: 10.0,
+                delay_ms: 0.0,
+            },
+        )
+        .expect("10 % loss");
+    }
+
+    // Oracle replicas on hosts 0, 1, 2.
+    let oracles = (0..3)
+        .map(|i| format!("{}={}:{ORACLE_PORT}", i + 1, lab.host_addr(i)))
+        .collect::<Vec<_>>()
+        .join(",");
+    for i in 0..3usize {
+        let id = i as u64 + 1;
+        let err = File::create(oracle_err(&dir, id)).expect("oracle stderr");
+        let child = lab
+            .command(i, ORACLE)
+            .args([
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &format!("{}:{ORACLE_PORT}", lab.host_addr(i)),
+                "--peers",
+                &oracles,
+                "--fd-interval-ms",
+                "50",
+                "--fd-timeout-ms",
+                "500",
+                "--tick-ms",
+                "20",
+                "--status-ms",
+                "100",
+                // Safety net should this test process itself be killed.
+                "--exit-after-ms",
+                "120000",
+            ])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn vsync-oracle");
+        procs.add(&format!("oracle{id}"), child);
+    }
+    wait_until("an oracle leader", Duration::from_secs(15), || {
+        find_leader(&dir, &mut procs).is_some()
+    });
+
+    // Members: 1 creates, then the others join.
+    procs.add("member1", spawn_member(&lab, &dir, 0, &oracles, true));
+    wait_until("member 1's first view", Duration::from_secs(15), || {
+        !read_log(&dir, 1).log.views.is_empty()
+    });
+    for h in 1..HOSTS {
+        procs.add(
+            &format!("member{}", h + 1),
+            spawn_member(&lab, &dir, h, &oracles, false),
+        );
+    }
+    wait_until("a view of all 5 members", Duration::from_secs(20), || {
+        (1..=5).all(|p| {
+            read_log(&dir, p)
+                .log
+                .views
+                .last()
+                .is_some_and(|v| v.2.len() == HOSTS)
+        })
+    });
+    let t0 = Instant::now();
+    println!("all 5 members in one view after {:?}", started.elapsed());
+    let at = |s: f64| {
+        let when = t0 + Duration::from_secs_f64(s);
+        if let Some(d) = when.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    };
+
+    // Fault 1: SIGKILL member 3 (host 2).
+    at(2.0);
+    let member3_killed = now_ns();
+    procs.signal("member3", libc::SIGKILL);
+    println!("t+2.0 s: SIGKILL member 3");
+
+    // Fault 2: SIGKILL the oracle leader.
+    at(3.5);
+    let mut leader = None;
+    wait_until("a leader to kill", Duration::from_secs(10), || {
+        leader = find_leader(&dir, &mut procs);
+        leader.is_some()
+    });
+    let leader = leader.expect("checked");
+    procs.signal(&format!("oracle{leader}"), libc::SIGKILL);
+    println!("t+3.5 s: SIGKILL oracle leader {leader}");
+
+    // Fault 3: partition hosts 3 and 4 (members 4, 5; no oracle replica) away.
+    at(5.5);
+    lab.isolate_group(&[3, 4]).expect("isolate hosts 3, 4");
+    println!("t+5.5 s: hosts 3, 4 cut off");
+    at(8.5);
+    lab.heal_all().expect("heal");
+    println!("t+8.5 s: healed");
+    let new_leader = find_leader(&dir, &mut procs);
+    println!("oracle leader now {new_leader:?}");
+
+    // The minority learns it was excluded.
+    wait_until(
+        "members 4 and 5 to report being poisoned",
+        Duration::from_secs(20),
+        || (4..=5).all(|p| read_log(&dir, p).log.poisoned.is_some()),
+    );
+    // Survivors finish and deliver everything the survivors sent.
+    let survivors = [1u32, 2];
+    wait_until(
+        "the survivors to finish and deliver every survivor's messages",
+        Duration::from_secs(40),
+        || {
+            let logs: Vec<ParsedLog> = survivors.iter().map(|p| read_log(&dir, *p)).collect();
+            if !logs.iter().all(|l| l.done_sending) {
+                return false;
+            }
+            // Every survivor's message sent in a view a survivor installed is delivered
+            // there (earlier ones reach a joiner through its checkpoint instead).
+            logs.iter().all(|l| {
+                let views: BTreeSet<u32> = l.log.views.iter().map(|v| v.1 .0).collect();
+                let got: BTreeSet<(u32, u64)> = l.log.delivered.iter().map(|d| d.3).collect();
+                logs.iter()
+                    .flat_map(|o| o.log.sent.iter())
+                    .filter(|s| views.contains(&s.0 .0))
+                    .all(|s| got.contains(&s.2))
+            })
+        },
+    );
+    for p in survivors {
+        procs.stop(&format!("member{p}"), Duration::from_secs(5));
+    }
+    for p in 3..=5 {
+        procs.stop(&format!("member{p}"), Duration::from_secs(2));
+    }
+    for id in 1..=3 {
+        procs.stop(&format!("oracle{id}"), Duration::from_secs(3));
+    }
+
+    // Judge the logs with the simulator's checker.
+    let mut out = SimOutcome::default();
+    for p in 1..=5u32 {
+        let mut parsed = read_member_log(&member_log(&dir, p)).expect("readable member log");
+        if p == 3 {
+            parsed.log.crashed = Some(Duration::from_nanos(member3_killed));
+        }
+        println!(
+            "member {p}: views [{}] delivered {} sent {} poisoned {:?} ({:?}) done {} exited {}",
+            views_summary(&parsed),
+            parsed.log.delivered.len(),
+            parsed.log.sent.len(),
+            parsed.log.poisoned.is_some(),
+            parsed.poison_reason,
+            parsed.done_sending,
+            parsed.exited,
+        );
+        out.delivered += parsed.log.delivered.len() as u64;
+        out.views_installed += parsed.log.views.len() as u64;
+        out.logs.insert(p, parsed.log);
+    }
+    if let Err(e) = check(&out) {
+        panic!(
+            "virtual-synchrony check failed: {e}\n(logs kept in {})",
+            dir.display()
+        );
+    }
+    for p in [4u32, 5] {
+        let l = &out.logs[&p];
+        assert!(
+            l.poisoned.is_some(),
+            "member {p} was not told it was poisoned"
+        );
+    }
+    for p in survivors {
+        let l = &out.logs[&p];
+        let last = l.views.last().expect("survivor has views");
+        let members: Vec<u32> = last.2.iter().map(|m| m.process()).collect();
+        assert_eq!(
+            members,
+            vec![1, 2],
+            "survivor {p}'s final view should hold exactly the survivors"
+        );
+        assert!(l.poisoned.is_none(), "survivor {p} was poisoned");
+        assert_eq!(
+            l.sent.len() as u64,
+            ORDERED + SENDS,
+            "survivor {p} sent all"
+        );
+    }
+
+    drop(procs);
+    lab.destroy().expect("lab teardown");
+    let ns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    assert!(
+        !String::from_utf8_lossy(&ns.stdout).contains(&prefix),
+        "namespaces of {prefix} left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "virtual synchrony over a lossy lab: ok in {:?} ({} deliveries, {} views installed)",
+        started.elapsed(),
+        out.delivered,
+        out.views_installed
+    );
+}
