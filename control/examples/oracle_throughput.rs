@@ -52,10 +52,21 @@ impl Cluster {
                 for c in &out.committed {
                     self.applied[i] += 1;
                     if let Ok(events) = &c.result {
+                        // Membership events are what the command asked for (decided views
+                        // carry cumulative joined/left lists while a flush is pending).
+                        self.events[i] += match c.request.as_ref().map(|r| &r.command) {
+                            Some(Command::MultiJoin { joins }) => {
+                                joins.iter().map(|j| j.members.len() as u64).sum()
+                            }
+                            Some(Command::MultiLeave { leaves }) => {
+                                leaves.iter().map(|l| l.members.len() as u64).sum()
+                            }
+                            Some(Command::Join { .. } | Command::Leave { .. }) => 1,
+                            _ => 0,
+                        };
                         for e in events {
-                            if let Event::NewView(v) = e {
+                            if let Event::NewView(_) = e {
                                 self.views[i] += 1;
-                                self.events[i] += (v.joined.len() + v.left.len()) as u64;
                             }
                         }
                     }

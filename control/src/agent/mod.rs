@@ -226,6 +226,9 @@ pub struct MemberAgent {
     addrs: BTreeMap<MemberId, SocketAddr>,
     /// Bumped whenever views, multicast addresses or peer addresses change.
     generation: u64,
+    /// Groups this member left (or was removed from): the last view it held. A late or
+    /// duplicated status naming that view or an older one must not re-install it.
+    departed: BTreeMap<GroupId, ViewId>,
 }
 
 impl std::fmt::Debug for MemberAgent {
@@ -263,6 +266,7 @@ impl MemberAgent {
             now,
             addrs: BTreeMap::new(),
             generation: 0,
+            departed: BTreeMap::new(),
             groups: BTreeMap::new(),
             leader: 0,
             replicas,
@@ -578,7 +582,8 @@ impl MemberAgent {
                 }
             }
             FromOracle::Gone { group } => {
-                if self.groups.remove(&group).is_some() {
+                if let Some(slot) = self.groups.remove(&group) {
+                    self.departed.insert(group, slot.view.id);
                     self.endpoint.leave(group);
                     self.generation += 1;
                     self.events.push_back(AgentEvent::Gone { group });
@@ -692,8 +697,13 @@ impl MemberAgent {
         }
         let me = self.me;
         let Some(slot) = self.groups.get_mut(&group) else {
-            // No view yet: install the first one if it names us.
-            if !st.installed.members.contains(&me) {
+            // No view yet: install the first one if it names us (and is newer than any view of
+            // this group we held before leaving it).
+            let stale = self
+                .departed
+                .get(&group)
+                .is_some_and(|v| st.installed.id.0 <= v.0);
+            if stale || !st.installed.members.contains(&me) {
                 self.stats.stale_status += 1;
                 return;
             }
@@ -818,6 +828,7 @@ impl MemberAgent {
             );
         }
         if leaving {
+            self.departed.insert(group, v.id);
             if let Some(slot) = self.groups.remove(&group) {
                 // A member leaving while still awaiting its state never saw the group.
                 if slot.awaiting.is_none() {

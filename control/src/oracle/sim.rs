@@ -184,7 +184,7 @@ struct Node {
 /// Running checks of the common log as it grows.
 struct Reference {
     state: OracleState,
-    views: BTreeMap<GroupId, View>,
+    views: BTreeMap<GroupId, ViewTrack>,
     retired: BTreeMap<GroupId, ViewId>,
 }
 
@@ -975,8 +975,12 @@ impl World {
                 ));
             }
         }
-        for (g, v) in &self.reference.views {
-            if self.reference.state.view(*g) != Some(v) {
+        for (g, t) in &self.reference.views {
+            let rec = self.reference.state.group(*g);
+            let decided = t.decided.as_ref().unwrap_or(&t.installed);
+            if rec.map(|r| &r.view) != Some(decided)
+                || rec.map(|r| &r.installed) != Some(&t.installed)
+            {
                 return Err(format!("final view of {g} differs from the replayed state"));
             }
         }
@@ -1002,19 +1006,33 @@ impl World {
     }
 }
 
-/// Checks one event against the running per-group view history.
+/// Per group: the installed view and the next view decided since (if any).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ViewTrack {
+    installed: View,
+    decided: Option<View>,
+}
+
+/// Checks one event against the running per-group view history: a decided next view is the
+/// installed view's survivors in order plus joiners, with id = installed + 1 (a later decision
+/// before the install replaces it); an installed view is the last decided one, with
+/// consecutive ids; a group's first view (creation) has id 1 or one past a retired group's.
 fn check_view_rules(
     ev: &Event,
-    views: &mut BTreeMap<GroupId, View>,
+    views: &mut BTreeMap<GroupId, ViewTrack>,
     retired: &mut BTreeMap<GroupId, ViewId>,
 ) -> Result<(), String> {
     match ev {
         Event::NewView(v) => {
-            match views.get(&v.group) {
-                Some(prev) => {
+            if v.members.is_empty() {
+                return Err(format!("{}: empty view decided", v.group));
+            }
+            match views.get_mut(&v.group) {
+                Some(track) => {
+                    let prev = &track.installed;
                     if v.id.0 != prev.id.0 + 1 {
                         return Err(format!(
-                            "{}: view {:?} follows {:?}",
+                            "{}: view {:?} decided after installed {:?}",
                             v.group, v.id, prev.id
                         ));
                     }
@@ -1033,23 +1051,47 @@ fn check_view_rules(
                     if expect != v.members {
                         return Err(format!("{}: members not in join order", v.group));
                     }
+                    track.decided = Some(v.clone());
                 }
                 None => {
                     let first = retired.get(&v.group).map_or(1, |r| r.0 + 1);
                     if v.id.0 != first || !v.left.is_empty() || v.members != v.joined {
                         return Err(format!("{}: bad first view {v:?}", v.group));
                     }
+                    views.insert(
+                        v.group,
+                        ViewTrack {
+                            installed: v.clone(),
+                            decided: Some(v.clone()),
+                        },
+                    );
                 }
             }
-            if v.members.is_empty() {
-                return Err(format!("{}: empty view installed", v.group));
+        }
+        Event::Installed(v) => {
+            let track = views
+                .get_mut(&v.group)
+                .ok_or_else(|| format!("{}: installed but never decided", v.group))?;
+            if track.decided.as_ref() != Some(v) {
+                return Err(format!(
+                    "{}: installed {v:?}, last decided {:?}",
+                    v.group, track.decided
+                ));
             }
-            views.insert(v.group, v.clone());
+            if v.id != track.installed.id && v.id.0 != track.installed.id.0 + 1 {
+                return Err(format!(
+                    "{}: installed {:?} after {:?}",
+                    v.group, v.id, track.installed.id
+                ));
+            }
+            track.installed = v.clone();
+            track.decided = None;
         }
         Event::GroupTerminated { group, last_view } => {
-            let prev = views
+            let track = views
                 .remove(group)
                 .ok_or_else(|| format!("{group}: terminated but unknown"))?;
+            let prev = track.decided.unwrap_or(track.installed);
             if prev.id != *last_view {
                 return Err(format!(
                     "{group}: terminated at {last_view:?}, last view {:?}",
@@ -1112,7 +1154,8 @@ mod tests {
             joined: vec![m(1)],
             left: vec![],
         };
-        check_view_rules(&Event::NewView(v1), &mut views, &mut retired).unwrap();
+        check_view_rules(&Event::NewView(v1.clone()), &mut views, &mut retired).unwrap();
+        check_view_rules(&Event::Installed(v1), &mut views, &mut retired).unwrap();
         let bad = View {
             group: g,
             id: ViewId(2),

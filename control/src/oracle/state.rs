@@ -10,17 +10,20 @@
 //!
 //! # View rules
 //!
-//! * A group's first view has id 1 and holds its creator. Each membership change produces
-//!   **one** new view per affected group per command (a batch of joins and leaves is one
-//!   view), with id = previous + 1.
+//! * A group's first view has id 1 and holds its creator. Each membership change decides
+//!   **one** next view per affected group per command (a batch of joins and leaves is one
+//!   view), with id = installed + 1.
 //! * `members` lists survivors in their previous order followed by joiners in request order,
 //!   so rank (the index) is join order and a member's rank never increases.
 //! * A group whose last member leaves or fails terminates; its last view id is remembered so
 //!   a later group of the same name continues the view numbering (no stale view is ever
 //!   confused with a new one).
-//! * **Decided vs installed.** A command's view is *decided* at once ([`Event::NewView`]);
-//!   members *install* decided views one at a time, in order, each after a flush of the
-//!   installed one (virtual synchrony): [`Event::Wedge`] asks every live member of the
+//! * **Decided vs installed.** A command's view is *decided* at once ([`Event::NewView`]):
+//!   the next view, id = installed + 1, relative to the installed view (survivors in their
+//!   order, then joiners). While a flush is pending, a further decision *replaces* the pending
+//!   next view (Isis² batches membership changes that arrive during a view change), so
+//!   members install one view per flush and view ids stay consecutive. Members install the
+//!   next view after a flush of the installed one (virtual synchrony): [`Event::Wedge`] asks every live member of the
 //!   installed view to wedge and report what it holds ([`Command::FlushReport`]); when all
 //!   did, [`Event::FlushCut`] fixes, per sender, the maximum any reporter holds and who holds
 //!   it; when every reporter holds and delivered its cut ([`Command::FlushDone`]), the next
@@ -606,7 +609,7 @@ impl OracleState {
             };
             // Survivors keep their order; only members actually present count as having left
             // (listed in rank order).
-            let (mut members, left): (Vec<MemberId>, Vec<MemberId>) = if delta.left.is_empty() {
+            let (mut members, gone): (Vec<MemberId>, Vec<MemberId>) = if delta.left.is_empty() {
                 (rec.view.members.clone(), Vec::new())
             } else {
                 let leaving: Vec<MemberId> = delta.left.iter().copied().collect(); // sorted
@@ -616,7 +619,7 @@ impl OracleState {
                     .partition(|m| leaving.binary_search(m).is_err())
             };
             members.extend_from_slice(&delta.joined);
-            for m in &left {
+            for m in &gone {
                 if let Some(p) = self.processes.get_mut(&m.process()) {
                     if p.incarnation == m.incarnation() {
                         p.groups.remove(&group);
@@ -632,14 +635,40 @@ impl OracleState {
                     p.groups.insert(group);
                 }
             }
+            // The next view, relative to the installed one: survivors of the installed view in
+            // their order, then everyone else in decision order. While a flush is pending, a
+            // new decision replaces the pending next view (Isis² batches membership changes
+            // that arrive during a view change), so members install one view per flush.
+            let installed = &rec.installed;
+            let in_next = MemberSet::new(&members, installed.members.len());
+            let mut ordered: Vec<MemberId> = installed
+                .members
+                .iter()
+                .copied()
+                .filter(|m| in_next.contains(m))
+                .collect();
+            let in_installed = MemberSet::new(&installed.members, members.len());
+            let joined: Vec<MemberId> = members
+                .iter()
+                .copied()
+                .filter(|m| !in_installed.contains(m))
+                .collect();
+            ordered.extend_from_slice(&joined);
+            let left: Vec<MemberId> = installed
+                .members
+                .iter()
+                .copied()
+                .filter(|m| !in_next.contains(m))
+                .collect();
             let view = View {
                 group,
-                id: ViewId(rec.view.id.0.wrapping_add(1)),
-                members,
-                joined: delta.joined,
+                id: ViewId(installed.id.0.wrapping_add(1)),
+                members: ordered,
+                joined,
                 left,
             };
             rec.view = view.clone();
+            rec.pending.clear();
             rec.pending.push(view.clone());
             self.flushing.insert(group);
             events.push(Event::NewView(view));
@@ -1365,14 +1394,9 @@ mod tests {
         let snap = st.encode_snapshot();
         assert_eq!(OracleState::decode_snapshot(&snap).unwrap(), st);
         let ev = done(&mut st, g, 2, 3, a).unwrap();
-        // v3 = {a, b} is installed, then its own flush starts (b is dead: a alone reports).
-        assert_eq!(
-            flush_events(&ev),
-            vec!["installed v3 [1, 2]", "wedge v3 r4"]
-        );
-        report(&mut st, g, 3, 4, a, &[(a, 1)]).unwrap();
-        let ev = done(&mut st, g, 3, 4, a).unwrap();
-        assert_eq!(flush_events(&ev), vec!["installed v4 [1]"]);
+        // b's failure was merged into the pending next view: one install, v3 = {a}.
+        assert_eq!(flush_events(&ev), vec!["installed v3 [1]"]);
+        assert!(st.flushing.is_empty());
     }
 
     #[test]
@@ -1393,14 +1417,8 @@ mod tests {
                 reason: FailureReason::HeartbeatTimeout,
             })
             .unwrap();
-        assert_eq!(
-            flush_events(&ev),
-            vec!["installed v2 [1, 2]", "wedge v2 r2"]
-        );
-        // The joiner of v2 is its only live member: it alone flushes v2.
-        report(&mut st, g, 2, 2, m(2, 1), &[]).unwrap();
-        let ev = done(&mut st, g, 2, 2, m(2, 1)).unwrap();
-        assert_eq!(flush_events(&ev), vec!["installed v3 [2]"]);
+        // The pending v2 now holds only the joiner, and v1 has no live member to flush it.
+        assert_eq!(flush_events(&ev), vec!["installed v2 [2]"]);
     }
 
     #[test]
@@ -1419,9 +1437,11 @@ mod tests {
             })
             .unwrap();
         }
+        // No flush completed: the three joins are batched into one next view.
         let v = st.view(g).unwrap();
-        assert_eq!(v.id, ViewId(4));
+        assert_eq!(v.id, ViewId(2));
         assert_eq!(v.members, vec![m(1, 1), m(2, 1), m(3, 1), m(4, 1)]);
+        assert_eq!(v.joined, vec![m(2, 1), m(3, 1), m(4, 1)]);
         let ev = st
             .apply(&Command::Leave {
                 group: g,
@@ -1429,10 +1449,23 @@ mod tests {
             })
             .unwrap();
         let v = views(&ev)[0];
-        assert_eq!(v.id, ViewId(5));
+        assert_eq!(v.id, ViewId(2));
         assert_eq!(v.members, vec![m(1, 1), m(3, 1), m(4, 1)]);
-        assert_eq!(v.left, vec![m(2, 1)]);
+        assert_eq!(v.joined, vec![m(3, 1), m(4, 1)]);
+        assert!(v.left.is_empty(), "m2 was never installed");
         assert_eq!(v.rank_of(m(3, 1)), Some(1));
+        // Once installed, a leave is relative to the installed view.
+        report(&mut st, g, 1, 1, m(1, 1), &[]).unwrap();
+        let ev = done(&mut st, g, 1, 1, m(1, 1)).unwrap();
+        assert_eq!(flush_events(&ev), vec!["installed v2 [1, 3, 4]"]);
+        let ev = st
+            .apply(&Command::Leave {
+                group: g,
+                member: m(3, 1),
+            })
+            .unwrap();
+        let v = views(&ev)[0];
+        assert_eq!((v.id, v.left.clone()), (ViewId(3), vec![m(3, 1)]));
     }
 
     #[test]
@@ -1591,7 +1624,8 @@ mod tests {
                 addr: None,
             })
             .unwrap();
-        assert_eq!(views(&ev)[0].left, vec![m(2, 1)]);
+        // m2.1 had joined only the pending view: it simply disappears from it.
+        assert_eq!(views(&ev)[0].members, vec![m(1, 1)]);
         assert!(matches!(
             st.apply(&Command::RegisterProcess {
                 member: m(2, 3),
