@@ -189,8 +189,9 @@ pub enum FromOracle {
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::oracle::command::{
-    decode_command, encode_command, get_group, get_ipv4, get_member, get_members, get_reason,
-    get_sockaddr, put_group, put_ipv4, put_member, put_members, put_reason, put_sockaddr, MAX_LIST,
+    decode_command, encode_command, get_group, get_ipv4, get_member, get_reason, get_sockaddr,
+    get_view_body, put_group, put_ipv4, put_member, put_reason, put_sockaddr, put_view_body,
+    MAX_LIST,
 };
 
 /// Wire-format version of member ↔ oracle messages.
@@ -209,20 +210,12 @@ fn phase_code(p: FlushPhase) -> u8 {
 
 fn put_view(w: &mut Writer, v: &View) {
     put_group(w, v.group);
-    w.varint(u64::from(v.id.0));
-    put_members(w, &v.members);
-    put_members(w, &v.joined);
-    put_members(w, &v.left);
+    put_view_body(w, v);
 }
 
 fn get_view(r: &mut Reader<'_>) -> Result<View, DecodeError> {
-    Ok(View {
-        group: get_group(r)?,
-        id: ViewId(r.varint_u32("view id")?),
-        members: get_members(r)?,
-        joined: get_members(r)?,
-        left: get_members(r)?,
-    })
+    let group = get_group(r)?;
+    get_view_body(r, group)
 }
 
 impl ToOracle {

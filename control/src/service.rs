@@ -297,14 +297,8 @@ impl OracleService {
                 positions,
                 ..
             } => {
-                let fresh = self.replica.state().group(group).is_some_and(|g| {
-                    g.flush.active
-                        && g.installed.id == view
-                        && g.flush.round == round
-                        && g.flush.cut.is_none()
-                        && !g.flush.reports.contains_key(&member)
-                });
-                if fresh {
+                let state = self.replica.state();
+                if state.flush_message_is_new(group, view, round, member, false) {
                     self.propose(
                         now,
                         Command::FlushReport {
@@ -323,14 +317,8 @@ impl OracleService {
             ToOracle::FlushDone {
                 group, view, round, ..
             } => {
-                let fresh = self.replica.state().group(group).is_some_and(|g| {
-                    g.flush.active
-                        && g.installed.id == view
-                        && g.flush.round == round
-                        && g.flush.cut.is_some()
-                        && !g.flush.done.contains(&member)
-                });
-                if fresh {
+                let state = self.replica.state();
+                if state.flush_message_is_new(group, view, round, member, true) {
                     self.propose(
                         now,
                         Command::FlushDone {

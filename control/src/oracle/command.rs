@@ -609,6 +609,25 @@ pub(crate) fn get_members(r: &mut Reader<'_>) -> Result<Vec<MemberId>, DecodeErr
     }
     Ok(v)
 }
+/// Writes a view without its group (the reader knows it): `id members joined left`.
+pub(crate) fn put_view_body(w: &mut Writer, v: &View) {
+    w.varint(u64::from(v.id.0));
+    put_members(w, &v.members);
+    put_members(w, &v.joined);
+    put_members(w, &v.left);
+}
+
+/// Reads [`put_view_body`] output for `group`.
+pub(crate) fn get_view_body(r: &mut Reader<'_>, group: GroupId) -> Result<View, DecodeError> {
+    Ok(View {
+        group,
+        id: ViewId(r.varint_u32("view id")?),
+        members: get_members(r)?,
+        joined: get_members(r)?,
+        left: get_members(r)?,
+    })
+}
+
 pub(crate) fn put_signature(w: &mut Writer, s: &Signature) {
     w.u64_fixed(s.hash);
     w.str(&s.text);

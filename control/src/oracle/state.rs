@@ -41,10 +41,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use vsync_dataplane::{GroupId, MemberId, ViewId};
 
 use super::command::{
-    get_group, get_ipv4, get_members, get_params, get_policy, get_reason, get_signature,
-    get_sockaddr, group_id, put_group, put_ipv4, put_members, put_params, put_policy, put_reason,
-    put_signature, put_sockaddr, Command, CommandError, CutPoint, Event, FailureReason, GroupJoin,
-    GroupLeave, Request, Signature, View, MAX_GROUP_NAME,
+    get_group, get_ipv4, get_params, get_policy, get_reason, get_signature, get_sockaddr,
+    get_view_body, group_id, put_group, put_ipv4, put_params, put_policy, put_reason,
+    put_signature, put_sockaddr, put_view_body, Command, CommandError, CutPoint, Event,
+    FailureReason, GroupJoin, GroupLeave, Request, Signature, View, MAX_GROUP_NAME,
 };
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::drmc::{self, GroupLoad, McParams, McPolicy};
@@ -676,6 +676,27 @@ impl OracleState {
         }
     }
 
+    /// True if a flush report (`done` false) or completion from `member` would change the
+    /// state now: it matches the flush in progress and was not recorded yet. The oracle
+    /// leader uses it to drop repeats before proposing them.
+    pub fn flush_message_is_new(
+        &self,
+        group: GroupId,
+        view: ViewId,
+        round: u32,
+        member: MemberId,
+        done: bool,
+    ) -> bool {
+        self.check_flush(group, view, round, member, done).is_ok()
+            && self.groups.get(&group).is_some_and(|g| {
+                if done {
+                    !g.flush.done.contains(&member)
+                } else {
+                    !g.flush.reports.contains_key(&member)
+                }
+            })
+    }
+
     /// True if `member` is the live current incarnation of its process.
     fn is_alive(&self, member: MemberId) -> bool {
         self.member_status(member) == MemberStatus::Alive
@@ -871,23 +892,6 @@ impl OracleState {
 /// Format version of [`OracleState::encode_snapshot`].
 pub const SNAPSHOT_VERSION: u8 = 2;
 
-fn put_view(w: &mut Writer, v: &View) {
-    w.varint(u64::from(v.id.0));
-    put_members(w, &v.members);
-    put_members(w, &v.joined);
-    put_members(w, &v.left);
-}
-
-fn get_view(r: &mut Reader<'_>, group: GroupId) -> Result<View, DecodeError> {
-    Ok(View {
-        group,
-        id: ViewId(r.varint_u32("view id")?),
-        members: get_members(r)?,
-        joined: get_members(r)?,
-        left: get_members(r)?,
-    })
-}
-
 fn put_flush(w: &mut Writer, f: &FlushRound) {
     w.varint(u64::from(f.round));
     w.bool(f.active);
@@ -1002,7 +1006,7 @@ impl OracleState {
             w.str(&rec.name);
             put_signature(&mut w, &rec.signature);
             put_policy(&mut w, rec.policy);
-            put_view(&mut w, &rec.view);
+            put_view_body(&mut w, &rec.view);
             w.varint(rec.traffic);
             match rec.mcast {
                 None => w.u8(0),
@@ -1011,10 +1015,10 @@ impl OracleState {
                     put_ipv4(&mut w, a);
                 }
             }
-            put_view(&mut w, &rec.installed);
+            put_view_body(&mut w, &rec.installed);
             w.varint(rec.pending.len() as u64);
             for v in &rec.pending {
-                put_view(&mut w, v);
+                put_view_body(&mut w, v);
             }
             put_flush(&mut w, &rec.flush);
         }
@@ -1099,18 +1103,18 @@ impl OracleState {
             let name = r.string(MAX_GROUP_NAME, "group name")?;
             let signature = get_signature(&mut r)?;
             let policy = get_policy(&mut r)?;
-            let view = get_view(&mut r, group)?;
+            let view = get_view_body(&mut r, group)?;
             let traffic = r.varint("traffic")?;
             let mcast = match r.u8("mcast")? {
                 0 => None,
                 1 => Some(get_ipv4(&mut r, "mcast address")?),
                 tag => return Err(DecodeError::BadTag { what: "mcast", tag }),
             };
-            let installed = get_view(&mut r, group)?;
+            let installed = get_view_body(&mut r, group)?;
             let k = r.count(usize::MAX, 4, "pending views")?;
             let mut pending = Vec::with_capacity(k);
             for _ in 0..k {
-                pending.push(get_view(&mut r, group)?);
+                pending.push(get_view_body(&mut r, group)?);
             }
             let flush = get_flush(&mut r)?;
             if !pending.is_empty() {
