@@ -9,5 +9,15 @@ pub use vsync_dataplane as dataplane;
 pub mod causal;
 pub mod checkpoint_file;
 pub mod durability;
+pub mod error;
+pub mod group;
 pub mod marshal;
 pub mod query;
+pub mod system;
+
+pub use error::VsyncError;
+pub use group::{Group, IntoArgs, View};
+pub use marshal::{Address, Reply};
+pub use query::{NReplies, Replies, Timeout, TimeoutAction};
+pub use system::{System, SystemBuilder, DEFAULT_ORACLE_PORT};
+pub use vsync_control::agent::MsgKind;

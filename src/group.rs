@@ -1,0 +1,951 @@
+//! [`Group`]: an Isis² process group — typed handlers, views, the Send / OrderedSend / P2P
+//! multicasts, Query / OrderedQuery, Flush and state transfer.
+//!
+//! # Threads and order
+//!
+//! Every group has one delivery thread. It runs, in delivery order, the view callbacks
+//! ([`Group::on_view`]), the request handlers ([`Group::on`]) of every message and query, and
+//! the checkpoint callbacks. Handlers of one group are therefore serialized. Sends from inside
+//! a handler never block on the delivery thread (they go through a channel to the system's
+//! driver thread), so they cannot deadlock; a *query* from inside a handler can, if the
+//! members it waits for are themselves blocked in handlers of the same group (as in Isis²).
+//!
+//! # Wire format (inside the agent's payload)
+//!
+//! ```text
+//! message:  0x01 code:u32-LE arglist
+//! query:    0x02 qid:u64-LE code:u32-LE arglist          (multicast, Send or OrderedSend)
+//! reply:    0x03 qid:u64-LE kind:u8 (0 value | 1 null | 2 abort) bytes   (P2P to the caller)
+//! leaving:  0x04                                          (Send, just before a Leave)
+//! ```
+//!
+//! ```no_run
+//! use vsync::{Group, System, NReplies, Timeout};
+//!
+//! const UPDATE: u32 = 0;
+//! const LOOKUP: u32 = 1;
+//! let sys = System::start()?;
+//! let g = Group::new(&sys, "foo")?;
+//! let db = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(i32, i32)>::new()));
+//! let d = db.clone();
+//! g.on(UPDATE, move |rank: i32, n: i32| d.lock().unwrap().push((rank, n)))?;
+//! let d = db.clone();
+//! g.on(LOOKUP, move |rank: i32| {
+//!     d.lock().unwrap().iter().filter(|t| t.0 == rank).map(|t| t.1).collect::<Vec<i32>>()
+//! })?;
+//! g.on_view(|v| println!("New View: {v}"))?;
+//! g.join()?;
+//! g.ordered_send(UPDATE, (0i32, 1i32))?;
+//! let replies = g.ordered_query(NReplies::All, Timeout::default(), LOOKUP, (0i32,))?;
+//! let lists: Vec<Vec<i32>> = replies.decode()?;
+//! # Ok::<(), vsync::VsyncError>(())
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use vsync_control::agent::MsgKind;
+use vsync_control::oracle::{Signature as OracleSignature, View as OracleView};
+use vsync_dataplane::{GroupId, MemberId, ViewId};
+
+use crate::error::VsyncError;
+use crate::marshal::{
+    Address, ArgList, Args, ArgsRef, DispatchError, Encode, Handler, Handlers, Marshal, Reader,
+    Reply, RequestCode, Signature, SignatureSet, TypeRegistry, Writer,
+};
+use crate::query::{NReplies, Replies, ReplyKind, Timeout};
+use crate::system::{gid_of, Cmd, JoinMode, System};
+
+pub(crate) const K_MSG: u8 = 1;
+pub(crate) const K_QUERY: u8 = 2;
+pub(crate) const K_REPLY: u8 = 3;
+pub(crate) const K_LEAVING: u8 = 4;
+
+/// Most bytes of the human-readable signature text sent to the oracle.
+const MAX_SIG_TEXT: usize = 1000;
+
+/// Longest group name the oracle accepts, in bytes.
+const MAX_GROUP_NAME: usize = 256;
+
+/// Something the delivery thread must run.
+pub(crate) enum Upcall {
+    View {
+        view: View,
+        join_done: Option<Sender<Result<(), VsyncError>>>,
+    },
+    Message {
+        sender: Address,
+        kind: MsgKind,
+        code: RequestCode,
+        args: Vec<u8>,
+        query: Option<u64>,
+    },
+    MakeCheckpoint {
+        view: ViewId,
+    },
+    LoadCheckpoint {
+        state: Vec<u8>,
+    },
+    Gone,
+}
+
+pub(crate) fn encode_msg(code: RequestCode, args: &ArgList) -> Vec<u8> {
+    let mut v = Vec::with_capacity(args.as_bytes().len() + 5);
+    v.push(K_MSG);
+    v.extend_from_slice(&code.to_le_bytes());
+    v.extend_from_slice(args.as_bytes());
+    v
+}
+
+pub(crate) fn decode_msg(p: &[u8]) -> Option<(RequestCode, Vec<u8>)> {
+    if p.len() < 5 || p[0] != K_MSG {
+        return None;
+    }
+    let code = u32::from_le_bytes(p[1..5].try_into().ok()?);
+    Some((code, p[5..].to_vec()))
+}
+
+/// `body` is `code:u32-LE arglist`.
+pub(crate) fn encode_query(qid: u64, body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(body.len() + 9);
+    v.push(K_QUERY);
+    v.extend_from_slice(&qid.to_le_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+pub(crate) fn decode_query(p: &[u8]) -> Option<(u64, RequestCode, Vec<u8>)> {
+    if p.len() < 13 || p[0] != K_QUERY {
+        return None;
+    }
+    let qid = u64::from_le_bytes(p[1..9].try_into().ok()?);
+    let code = u32::from_le_bytes(p[9..13].try_into().ok()?);
+    Some((qid, code, p[13..].to_vec()))
+}
+
+pub(crate) fn encode_reply(qid: u64, r: &ReplyKind) -> Vec<u8> {
+    let mut v = vec![K_REPLY];
+    v.extend_from_slice(&qid.to_le_bytes());
+    match r {
+        ReplyKind::Value(b) => {
+            v.push(0);
+            v.extend_from_slice(b);
+        }
+        ReplyKind::Null => v.push(1),
+        ReplyKind::Abort(s) => {
+            v.push(2);
+            v.extend_from_slice(s.as_bytes());
+        }
+    }
+    v
+}
+
+pub(crate) fn decode_reply(p: &[u8]) -> Option<(u64, ReplyKind)> {
+    if p.len() < 10 || p[0] != K_REPLY {
+        return None;
+    }
+    let qid = u64::from_le_bytes(p[1..9].try_into().ok()?);
+    let body = &p[10..];
+    let kind = match p[9] {
+        0 => ReplyKind::Value(body.to_vec()),
+        1 => ReplyKind::Null,
+        2 => ReplyKind::Abort(String::from_utf8_lossy(body).into_owned()),
+        _ => return None,
+    };
+    Some((qid, kind))
+}
+
+pub(crate) fn encode_checkpoint(chunks: &[Vec<u8>]) -> Vec<u8> {
+    let mut w = Writer::new();
+    chunks.to_vec().encode(&mut w);
+    w.into_vec()
+}
+
+fn decode_checkpoint(b: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut r = Reader::new(b);
+    let v = Vec::<Vec<u8>>::decode(&mut r).ok()?;
+    r.finish().ok()?;
+    Some(v)
+}
+
+/// A membership view as the application sees it (Isis² `View`): the members in rank order,
+/// who joined, who left gracefully and who failed since the previous view.
+///
+/// ```
+/// use vsync::marshal::Address;
+/// use vsync::View;
+/// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+/// let v = View {
+///     group: "foo".into(), id: 2, members: vec![a, b], joined: vec![b],
+///     left: vec![], failed: vec![], me: b,
+/// };
+/// assert_eq!(v.my_rank(), Some(1));
+/// assert!(!v.i_am_leader());
+/// assert_eq!(v.to_string(), "View[gname=<foo>, viewid=2; 2 members={ [M1.1, M2.1]}, joining={ [M2.1]}, leaving={ []}, IamLeader = False]");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    /// The group's name.
+    pub group: String,
+    /// The view number (1 for the group's first view, then +1 per view).
+    pub id: u32,
+    /// The members in rank order (oldest first).
+    pub members: Vec<Address>,
+    /// Members added by this view.
+    pub joined: Vec<Address>,
+    /// Members that left gracefully (called `leave` or shut down) since the previous view.
+    pub left: Vec<Address>,
+    /// Members excluded without leaving (crashed, timed out, reported failed).
+    pub failed: Vec<Address>,
+    /// This member.
+    pub me: Address,
+}
+
+impl View {
+    pub(crate) fn from_oracle(
+        name: &str,
+        v: &OracleView,
+        me: MemberId,
+        announced: &BTreeSet<MemberId>,
+    ) -> View {
+        let conv = |l: &[MemberId]| l.iter().map(|m| Address::from(*m)).collect::<Vec<_>>();
+        let (left, failed): (Vec<MemberId>, Vec<MemberId>) =
+            v.left.iter().partition(|m| announced.contains(m));
+        View {
+            group: name.to_string(),
+            id: v.id.0,
+            members: conv(&v.members),
+            joined: conv(&v.joined),
+            left: conv(&left),
+            failed: conv(&failed),
+            me: Address::from(me),
+        }
+    }
+
+    /// The rank of `who` (its index in `members`).
+    pub fn rank_of(&self, who: Address) -> Option<usize> {
+        self.members.iter().position(|m| *m == who)
+    }
+
+    /// This member's rank (Isis² `GetMyRank`).
+    pub fn my_rank(&self) -> Option<usize> {
+        self.rank_of(self.me)
+    }
+
+    /// True if this member has rank 0.
+    pub fn i_am_leader(&self) -> bool {
+        self.members.first() == Some(&self.me)
+    }
+
+    /// The number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True if there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// True if `who` is a member.
+    pub fn contains(&self, who: Address) -> bool {
+        self.rank_of(who).is_some()
+    }
+
+    /// Everyone removed by this view (Isis² `leaving`: left and failed).
+    pub fn leaving(&self) -> Vec<Address> {
+        self.left.iter().chain(&self.failed).copied().collect()
+    }
+
+    /// The marshallable form (for sending a view in a message).
+    pub fn to_marshal(&self) -> crate::marshal::View {
+        crate::marshal::View {
+            group: gid_of(&self.group).0,
+            id: self.id,
+            members: self.members.clone(),
+            joined: self.joined.clone(),
+            left: self.leaving(),
+        }
+    }
+}
+
+impl fmt::Display for View {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |l: &[Address]| {
+            l.iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        write!(
+            f,
+            "View[gname=<{}>, viewid={}; {} members={{ [{}]}}, joining={{ [{}]}}, leaving={{ [{}]}}, IamLeader = {}]",
+            self.group,
+            self.id,
+            self.members.len(),
+            list(&self.members),
+            list(&self.joined),
+            list(&self.leaving()),
+            if self.i_am_leader() { "True" } else { "False" }
+        )
+    }
+}
+
+/// Arguments for a send or query: a tuple of [`Encode`] values (`(rank, n)`, `(n,)`, `()`),
+/// or a prebuilt [`ArgList`] (for example from [`args!`](crate::args)).
+pub trait IntoArgs {
+    /// The marshalled argument list.
+    fn into_arg_list(self) -> ArgList;
+}
+
+impl<A: Args> IntoArgs for A {
+    fn into_arg_list(self) -> ArgList {
+        ArgList::new(&self)
+    }
+}
+
+impl IntoArgs for ArgList {
+    fn into_arg_list(self) -> ArgList {
+        self
+    }
+}
+
+impl IntoArgs for &ArgList {
+    fn into_arg_list(self) -> ArgList {
+        self.clone()
+    }
+}
+
+type ViewFn = Box<dyn FnMut(&View) + Send>;
+type MakeFn = Box<dyn FnMut() -> Vec<Vec<u8>> + Send>;
+type LoadFn = Box<dyn FnMut(Vec<Vec<u8>>) + Send>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Fresh,
+    Joining,
+    Joined,
+    Left,
+}
+
+/// What the delivery thread takes at join.
+struct Callbacks {
+    handlers: Handlers,
+    views: Vec<ViewFn>,
+    make: Option<MakeFn>,
+    load: Option<LoadFn>,
+}
+
+struct Local {
+    phase: Phase,
+    callbacks: Option<Callbacks>,
+    registry: TypeRegistry,
+    /// code → (signature code, signature): the sender-side check after join.
+    table: BTreeMap<RequestCode, Vec<(Vec<u8>, Signature)>>,
+}
+
+struct GroupInner {
+    system: System,
+    name: String,
+    gid: GroupId,
+    local: Mutex<Local>,
+    view: Mutex<Option<View>>,
+    /// The sender and primitive of the message whose handlers are running.
+    current: Mutex<Option<(Address, MsgKind)>>,
+}
+
+/// An Isis² process group. Cheap to clone (clones are the same group object); handlers may
+/// capture a clone to send or query from inside an upcall. See the [module docs](self).
+#[derive(Clone)]
+pub struct Group {
+    inner: Arc<GroupInner>,
+}
+
+impl fmt::Debug for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Group")
+            .field("name", &self.inner.name)
+            .field("view", &self.view())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Group {
+    /// A group object for `name` (1..=256 bytes) in `system`; nothing is sent until
+    /// [`Group::join`].
+    pub fn new(system: &System, name: &str) -> Result<Group, VsyncError> {
+        system.check()?;
+        if name.is_empty() || name.len() > MAX_GROUP_NAME {
+            return Err(VsyncError::Config(format!(
+                "group name of {} bytes: expected 1..={MAX_GROUP_NAME} bytes",
+                name.len()
+            )));
+        }
+        Ok(Group {
+            inner: Arc::new(GroupInner {
+                system: system.clone(),
+                name: name.to_string(),
+                gid: gid_of(name),
+                local: Mutex::new(Local {
+                    phase: Phase::Fresh,
+                    callbacks: Some(Callbacks {
+                        handlers: Handlers::new(),
+                        views: Vec::new(),
+                        make: None,
+                        load: None,
+                    }),
+                    registry: TypeRegistry::new(),
+                    table: BTreeMap::new(),
+                }),
+                view: Mutex::new(None),
+                current: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The system this group belongs to.
+    pub fn system(&self) -> &System {
+        &self.inner.system
+    }
+
+    fn before_join<T>(&self, f: impl FnOnce(&mut Callbacks) -> T) -> Result<T, VsyncError> {
+        self.inner.system.check()?;
+        let mut l = lock(&self.inner.local);
+        let fresh = l.phase == Phase::Fresh;
+        match (fresh, l.callbacks.as_mut()) {
+            (true, Some(cb)) => Ok(f(cb)),
+            _ => Err(VsyncError::AlreadyJoined {
+                group: self.inner.name.clone(),
+            }),
+        }
+    }
+
+    /// Registers a request handler for `code` (Isis² `g.Handlers[code] += ...`). Its argument
+    /// types are its signature; several handlers may share a code when their signatures
+    /// differ (a message runs the ones whose signature matches). A handler returns `()`
+    /// (no reply: `NullReply` to a query), a value (the reply), or a [`Reply`]
+    /// (`Reply::abort(..)` is `AbortReply`). Only before joining.
+    pub fn on<A, R, H: Handler<A, R>>(
+        &self,
+        code: RequestCode,
+        handler: H,
+    ) -> Result<&Self, VsyncError> {
+        self.before_join(|cb| {
+            cb.handlers.on(code, handler);
+        })?;
+        Ok(self)
+    }
+
+    /// Registers a view callback (Isis² `ViewHandlers`), run on the delivery thread for every
+    /// new view, in order with the messages. Only before joining.
+    pub fn on_view(&self, f: impl FnMut(&View) + Send + 'static) -> Result<&Self, VsyncError> {
+        self.before_join(|cb| cb.views.push(Box::new(f)))?;
+        Ok(self)
+    }
+
+    /// Registers the state-transfer maker (Isis² `MakeChkpt`): called at the rank-0 member
+    /// when a view adds joiners; its chunks reach every joiner of that view. Only before
+    /// joining.
+    pub fn make_checkpoint(
+        &self,
+        f: impl FnMut() -> Vec<Vec<u8>> + Send + 'static,
+    ) -> Result<&Self, VsyncError> {
+        self.before_join(|cb| cb.make = Some(Box::new(f)))?;
+        Ok(self)
+    }
+
+    /// Registers the state-transfer loader (Isis² `LoadChkpt`): called at a joiner, before
+    /// its first view callback, with the chunks rank 0 made. Only before joining.
+    pub fn load_checkpoint(
+        &self,
+        f: impl FnMut(Vec<Vec<u8>>) + Send + 'static,
+    ) -> Result<&Self, VsyncError> {
+        self.before_join(|cb| cb.load = Some(Box::new(f)))?;
+        Ok(self)
+    }
+
+    /// Registers a user type (Isis² `Msg.RegisterType`) whose definition becomes part of the
+    /// group signature. Types used by handler signatures are registered automatically.
+    pub fn register_type<T: Encode + ?Sized>(&self) -> Result<&Self, VsyncError> {
+        self.inner.system.check()?;
+        let mut l = lock(&self.inner.local);
+        if l.phase != Phase::Fresh {
+            return Err(VsyncError::AlreadyJoined {
+                group: self.inner.name.clone(),
+            });
+        }
+        l.registry.register::<T>()?;
+        Ok(self)
+    }
+
+    /// Isis² `Join()`: joins the group, creating it if it does not exist. Returns once this
+    /// member's first view has been delivered (after its checkpoint is loaded).
+    pub fn join(&self) -> Result<(), VsyncError> {
+        self.do_join(JoinMode::JoinOrCreate)
+    }
+
+    /// Creates the group with this member as its only member; fails if it exists.
+    pub fn create(&self) -> Result<(), VsyncError> {
+        self.do_join(JoinMode::Create)
+    }
+
+    /// Joins an existing group; fails (the oracle's "unknown group") if it does not exist.
+    pub fn join_existing(&self) -> Result<(), VsyncError> {
+        self.do_join(JoinMode::JoinExisting)
+    }
+
+    fn do_join(&self, mode: JoinMode) -> Result<(), VsyncError> {
+        let sys = &self.inner.system;
+        sys.check()?;
+        let (callbacks, signature) = {
+            let mut l = lock(&self.inner.local);
+            if l.phase != Phase::Fresh {
+                return Err(VsyncError::AlreadyJoined {
+                    group: self.inner.name.clone(),
+                });
+            }
+            let Some(cb) = l.callbacks.as_ref() else {
+                return Err(VsyncError::AlreadyJoined {
+                    group: self.inner.name.clone(),
+                });
+            };
+            let mut registry = l.registry.clone();
+            let mut table: BTreeMap<RequestCode, Vec<(Vec<u8>, Signature)>> = BTreeMap::new();
+            for (code, sig) in cb.handlers.iter() {
+                for t in sig.types() {
+                    registry.register_desc(t)?;
+                }
+                table
+                    .entry(code)
+                    .or_default()
+                    .push((sig.code(), sig.clone()));
+            }
+            let set = SignatureSet::from_handlers(&cb.handlers, &registry)?;
+            let signature = oracle_signature(&set);
+            l.registry = registry;
+            l.table = table;
+            l.phase = Phase::Joining;
+            (l.callbacks.take(), signature)
+        };
+        let Some(callbacks) = callbacks else {
+            return Err(VsyncError::AlreadyJoined {
+                group: self.inner.name.clone(),
+            });
+        };
+        let (up_tx, up_rx) = mpsc::channel::<Upcall>();
+        let inner = self.inner.clone();
+        std::thread::Builder::new()
+            .name(format!("vsync-deliver-{}", self.inner.name))
+            .spawn(move || delivery_loop(inner, up_rx, callbacks))
+            .map_err(|e| VsyncError::Start(format!("delivery thread: {e}")))?;
+        let (done, rx) = mpsc::channel();
+        let r = sys
+            .submit(Cmd::Join {
+                gid: self.inner.gid,
+                name: self.inner.name.clone(),
+                signature,
+                mode,
+                upcalls: up_tx,
+                done,
+            })
+            .and_then(|()| sys.wait(&rx, Some(sys.inner.join_timeout), "the first view"));
+        let mut l = lock(&self.inner.local);
+        match &r {
+            Ok(()) => l.phase = Phase::Joined,
+            Err(_) => {
+                l.phase = Phase::Left;
+                drop(l);
+                if matches!(r, Err(VsyncError::Timeout(_))) {
+                    let (done, _rx) = mpsc::channel();
+                    let _ = sys.submit(Cmd::Leave {
+                        gid: self.inner.gid,
+                        done,
+                    });
+                }
+            }
+        }
+        r
+    }
+
+    /// Leaves the group gracefully: the others see this member in [`View::left`] (not
+    /// [`View::failed`]). Returns once the member is out of the group.
+    pub fn leave(&self) -> Result<(), VsyncError> {
+        self.joined()?;
+        let sys = &self.inner.system;
+        let (done, rx) = mpsc::channel();
+        sys.submit(Cmd::Leave {
+            gid: self.inner.gid,
+            done,
+        })?;
+        let r = sys.wait(&rx, Some(sys.inner.join_timeout), "the leave to complete");
+        if r.is_ok() {
+            lock(&self.inner.local).phase = Phase::Left;
+        }
+        r
+    }
+
+    /// The current view, as the delivery thread last delivered it (so inside a handler it is
+    /// the view the message is delivered in). `None` before joining and after leaving.
+    pub fn view(&self) -> Option<View> {
+        lock(&self.inner.view).clone()
+    }
+
+    /// Inside a handler: the sender of the message being delivered (Isis² `GetSender`-style
+    /// context); `None` outside handlers.
+    pub fn sender(&self) -> Option<Address> {
+        lock(&self.inner.current).map(|(a, _)| a)
+    }
+
+    /// Inside a handler: whether the message came by Send, OrderedSend or P2P.
+    pub fn message_kind(&self) -> Option<MsgKind> {
+        lock(&self.inner.current).map(|(_, k)| k)
+    }
+
+    /// This member's rank in [`Group::view`].
+    pub fn my_rank(&self) -> Option<usize> {
+        self.view().and_then(|v| v.my_rank())
+    }
+
+    /// True between a successful join and leaving (or shutdown).
+    pub fn is_joined(&self) -> bool {
+        self.inner.system.is_active() && lock(&self.inner.local).phase == Phase::Joined
+    }
+
+    fn joined(&self) -> Result<(), VsyncError> {
+        self.inner.system.check()?;
+        if lock(&self.inner.local).phase != Phase::Joined {
+            return Err(VsyncError::NotJoined {
+                group: self.inner.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The sender-side check: some handler of `code` takes these arguments. The error names
+    /// the signatures expected.
+    fn check_args(&self, code: RequestCode, args: &ArgList) -> Result<(), VsyncError> {
+        let l = lock(&self.inner.local);
+        let Some(list) = l.table.get(&code) else {
+            return Err(VsyncError::Signature(DispatchError::UnknownCode {
+                code,
+                known: l.table.keys().copied().collect(),
+            }));
+        };
+        if list.iter().any(|(c, _)| c == args.signature_code()) {
+            return Ok(());
+        }
+        let expected: Vec<Signature> = list.iter().map(|(_, s)| s.clone()).collect();
+        let actual = args.signature().with_names_from(expected.iter());
+        Err(VsyncError::Signature(DispatchError::NoMatchingSignature {
+            code,
+            actual,
+            expected,
+        }))
+    }
+
+    fn prepare(&self, code: RequestCode, args: impl IntoArgs) -> Result<ArgList, VsyncError> {
+        self.joined()?;
+        let args = args.into_arg_list();
+        self.check_args(code, &args)?;
+        let max = self.inner.system.inner.max_message;
+        if args.as_bytes().len() > max {
+            return Err(VsyncError::Send(format!(
+                "message of {} bytes exceeds the limit of {max} bytes",
+                args.as_bytes().len()
+            )));
+        }
+        Ok(args)
+    }
+
+    fn multicast(
+        &self,
+        ordered: bool,
+        code: RequestCode,
+        args: impl IntoArgs,
+    ) -> Result<(), VsyncError> {
+        let args = self.prepare(code, args)?;
+        self.inner.system.submit(Cmd::Multicast {
+            gid: self.inner.gid,
+            ordered,
+            payload: encode_msg(code, &args),
+        })
+    }
+
+    /// Isis² `Send`: FIFO multicast to the current view (sender order is kept; different
+    /// senders' messages may interleave differently at different members). Returns once
+    /// queued; the handlers of `code` whose signature matches run at every member.
+    pub fn send(&self, code: RequestCode, args: impl IntoArgs) -> Result<(), VsyncError> {
+        self.multicast(false, code, args)
+    }
+
+    /// Isis² `OrderedSend`: totally ordered multicast (every member delivers all OrderedSends
+    /// in the same order).
+    pub fn ordered_send(&self, code: RequestCode, args: impl IntoArgs) -> Result<(), VsyncError> {
+        self.multicast(true, code, args)
+    }
+
+    /// Isis² `P2PSend`: a reliable FIFO message to one member of the current view.
+    pub fn p2p_send(
+        &self,
+        to: Address,
+        code: RequestCode,
+        args: impl IntoArgs,
+    ) -> Result<(), VsyncError> {
+        let args = self.prepare(code, args)?;
+        if !self.view().is_some_and(|v| v.contains(to)) {
+            return Err(VsyncError::NotMember { member: to });
+        }
+        self.inner.system.submit(Cmd::P2p {
+            gid: self.inner.gid,
+            to: to.member_id(),
+            payload: encode_msg(code, &args),
+        })
+    }
+
+    fn do_query(
+        &self,
+        ordered: bool,
+        want: NReplies,
+        timeout: Timeout,
+        code: RequestCode,
+        args: impl IntoArgs,
+    ) -> Result<Replies, VsyncError> {
+        let args = self.prepare(code, args)?;
+        let mut body = Vec::with_capacity(args.as_bytes().len() + 4);
+        body.extend_from_slice(&code.to_le_bytes());
+        body.extend_from_slice(args.as_bytes());
+        let sys = &self.inner.system;
+        let (done, rx) = mpsc::channel();
+        sys.submit(Cmd::Query {
+            gid: self.inner.gid,
+            ordered,
+            want,
+            timeout,
+            body,
+            done,
+        })?;
+        // The collector enforces `timeout`; the extra margin only guards against a stall.
+        let limit = timeout.after.saturating_add(Duration::from_secs(30));
+        sys.wait(&rx, Some(limit), "query replies")
+    }
+
+    /// Isis² `Query`: a Send-ordered multicast whose handlers reply; waits for `want`
+    /// replies (members that fail or send `NullReply` are not waited for) or the timeout.
+    /// An `AbortReply` fails the call with [`VsyncError::Query`].
+    pub fn query(
+        &self,
+        want: NReplies,
+        timeout: Timeout,
+        code: RequestCode,
+        args: impl IntoArgs,
+    ) -> Result<Replies, VsyncError> {
+        self.do_query(false, want, timeout, code, args)
+    }
+
+    /// Isis² `OrderedQuery`: like [`Group::query`] with OrderedSend delivery order, so every
+    /// member answers in the same state.
+    pub fn ordered_query(
+        &self,
+        want: NReplies,
+        timeout: Timeout,
+        code: RequestCode,
+        args: impl IntoArgs,
+    ) -> Result<Replies, VsyncError> {
+        self.do_query(true, want, timeout, code, args)
+    }
+
+    /// Isis² `Flush`: returns once every multicast this member sent to the group is held by
+    /// every other member (all-stable).
+    pub fn flush(&self) -> Result<(), VsyncError> {
+        self.do_flush(None)
+    }
+
+    /// Isis² `Flush(k)`: returns once this member's multicasts are held by at least `k`
+    /// other members (capped at the group's size).
+    pub fn flush_k(&self, k: usize) -> Result<(), VsyncError> {
+        self.do_flush(Some(k))
+    }
+
+    fn do_flush(&self, k: Option<usize>) -> Result<(), VsyncError> {
+        self.joined()?;
+        let sys = &self.inner.system;
+        let (done, rx) = mpsc::channel();
+        sys.submit(Cmd::Flush {
+            gid: self.inner.gid,
+            k,
+            done,
+        })?;
+        sys.wait(&rx, Some(sys.inner.join_timeout), "the flush")
+    }
+}
+
+/// The group signature the oracle compares: the [`SignatureSet`] digest, with a readable
+/// rendering of the handler signatures for its error messages.
+fn oracle_signature(set: &SignatureSet) -> OracleSignature {
+    let mut text = String::new();
+    for code in set.codes() {
+        if !text.is_empty() {
+            text.push_str("; ");
+        }
+        let sigs: Vec<String> = set.signatures(code).iter().map(|s| s.to_string()).collect();
+        text.push_str(&format!("{code}: {}", sigs.join(" | ")));
+    }
+    if text.len() > MAX_SIG_TEXT {
+        let mut cut = MAX_SIG_TEXT - 3;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    OracleSignature {
+        hash: set.digest(),
+        text,
+    }
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "handler panicked".into()
+    }
+}
+
+/// The delivery thread: runs upcalls in order until the group is gone.
+fn delivery_loop(inner: Arc<GroupInner>, rx: mpsc::Receiver<Upcall>, mut cb: Callbacks) {
+    let sys = inner.system.clone();
+    for up in rx {
+        match up {
+            Upcall::View { view, join_done } => {
+                *lock(&inner.view) = Some(view.clone());
+                for f in cb.views.iter_mut() {
+                    let _ = catch_unwind(AssertUnwindSafe(|| f(&view)));
+                }
+                if let Some(d) = join_done {
+                    // Mark joined before answering so `join()` returning implies is_joined.
+                    lock(&inner.local).phase = Phase::Joined;
+                    let _ = d.send(Ok(()));
+                }
+            }
+            Upcall::Message {
+                sender,
+                kind,
+                code,
+                args,
+                query,
+            } => {
+                *lock(&inner.current) = Some((sender, kind));
+                let result = match ArgsRef::parse(&args) {
+                    Ok(a) => catch_unwind(AssertUnwindSafe(|| cb.handlers.dispatch(code, a)))
+                        .unwrap_or_else(|p| Ok(Reply::Abort(panic_text(p)))),
+                    Err(e) => Ok(Reply::Abort(format!("malformed arguments: {e}"))),
+                };
+                *lock(&inner.current) = None;
+                if let Some(qid) = query {
+                    let reply = match result {
+                        Ok(Reply::Value(v)) => ReplyKind::Value(v.into_bytes()),
+                        Ok(Reply::None) => ReplyKind::Null,
+                        Ok(Reply::Abort(s)) => ReplyKind::Abort(s),
+                        Err(e) => ReplyKind::Abort(e.to_string()),
+                    };
+                    let _ = sys.submit_internal(Cmd::Reply {
+                        gid: inner.gid,
+                        to: sender.member_id(),
+                        qid,
+                        reply,
+                    });
+                }
+            }
+            Upcall::MakeCheckpoint { view } => {
+                let chunks = match cb.make.as_mut() {
+                    Some(f) => catch_unwind(AssertUnwindSafe(f)).unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                let _ = sys.submit_internal(Cmd::Checkpoint {
+                    gid: inner.gid,
+                    view,
+                    state: encode_checkpoint(&chunks),
+                });
+            }
+            Upcall::LoadCheckpoint { state } => {
+                if let (Some(f), Some(chunks)) = (cb.load.as_mut(), decode_checkpoint(&state)) {
+                    let _ = catch_unwind(AssertUnwindSafe(|| f(chunks)));
+                }
+            }
+            Upcall::Gone => break,
+        }
+    }
+    *lock(&inner.view) = None;
+    let mut l = lock(&inner.local);
+    if l.phase == Phase::Joined {
+        l.phase = Phase::Left;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_round_trips_and_rejects_garbage() {
+        let a = ArgList::new(&(1i32, 2i32));
+        let m = encode_msg(7, &a);
+        assert_eq!(decode_msg(&m), Some((7, a.as_bytes().to_vec())));
+        let mut body = 9u32.to_le_bytes().to_vec();
+        body.extend_from_slice(a.as_bytes());
+        let q = encode_query(42, &body);
+        assert_eq!(decode_query(&q), Some((42, 9, a.as_bytes().to_vec())));
+        for r in [
+            ReplyKind::Value(vec![1, 2, 3]),
+            ReplyKind::Null,
+            ReplyKind::Abort("no".into()),
+        ] {
+            assert_eq!(decode_reply(&encode_reply(5, &r)), Some((5, r)));
+        }
+        for bad in [
+            &b""[..],
+            b"\x01",
+            b"\x02\x00",
+            b"\x03\x01\x02",
+            b"\x03\0\0\0\0\0\0\0\0\x09",
+        ] {
+            assert!(decode_msg(bad).is_none());
+            assert!(decode_query(bad).is_none());
+            assert!(decode_reply(bad).is_none());
+        }
+        let c = vec![b"ab".to_vec(), vec![], vec![9; 300]];
+        assert_eq!(decode_checkpoint(&encode_checkpoint(&c)), Some(c));
+        assert_eq!(decode_checkpoint(&[0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn signature_text_fits_the_oracle_limit() {
+        let mut h = Handlers::new();
+        for c in 0..200u32 {
+            h.on(c, |_a: i32, _b: String, _c: Vec<u64>| {});
+        }
+        let set = h.signature_set(&TypeRegistry::new()).unwrap();
+        let s = oracle_signature(&set);
+        assert!(s.text.len() <= MAX_SIG_TEXT, "{}", s.text.len());
+        assert_eq!(s.hash, set.digest());
+    }
+}

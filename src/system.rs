@@ -1,0 +1,1301 @@
+//! [`System`]: one vsync member process (Isis² `IsisSystem`): finds or starts the oracle,
+//! registers with it, and runs the member runtime on a driver thread.
+//!
+//! # Threads
+//!
+//! * **Driver** (one per `System`): owns the [`MemberRuntime`] (data-plane engine, member
+//!   agent, oracle socket) and runs its loop. Application calls reach it through a channel
+//!   plus the engine's [`Waker`]; it never blocks on the application.
+//! * **Delivery** (one per joined [`Group`](crate::Group)): runs the group's handlers, view
+//!   callbacks and checkpoint callbacks in delivery order (see [`crate::group`]).
+//! * **Embedded oracle** (at most one per process, in the process that started first): a
+//!   single-replica [`OracleNode`]. It lives as long as the process: like an Isis² ORACLE
+//!   member, the process that hosts it should outlive the others.
+//!
+//! # Finding the oracle
+//!
+//! * Explicit replicas ([`SystemBuilder::oracle_replicas`]) are used as given.
+//! * Otherwise, `VSYNC_HOSTS` (see [`ControlConfig`]): replica *i* runs on the *i*-th host at
+//!   the oracle port.
+//! * Otherwise the embedded default: the process tries to bind `127.0.0.1:<oracle port>`
+//!   (`VSYNC_ORACLE_PORT`, default [`DEFAULT_ORACLE_PORT`]). The first process that binds it
+//!   runs the oracle; later processes use it.
+//!
+//! ```no_run
+//! use vsync::System;
+//! let sys = System::builder().oracle_port(40111).start()?;
+//! println!("I am {}", sys.my_address());
+//! sys.shutdown()?;
+//! # Ok::<(), vsync::VsyncError>(())
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vsync_control::agent::{AgentConfig, AgentError, AgentEvent, MsgKind};
+use vsync_control::config::ControlConfig;
+use vsync_control::oracle::{group_id, Signature as OracleSignature, View as OracleView};
+use vsync_control::runtime::{MemberRuntime, OracleNode, RuntimeConfig, RuntimeError};
+use vsync_control::service::ServiceConfig;
+use vsync_dataplane::config::ProtocolConfig;
+use vsync_dataplane::engine::{BackendChoice, EngineConfig, Waker};
+use vsync_dataplane::protocol::SendError;
+use vsync_dataplane::{GroupId, MemberId, ViewId};
+
+use crate::error::VsyncError;
+use crate::group::{self, Upcall, View};
+use crate::marshal::Address;
+use crate::query::{NReplies, Replies, ReplyCollector, ReplyKind, Timeout};
+
+/// The embedded oracle's default loopback port (`VSYNC_ORACLE_PORT` overrides it).
+pub const DEFAULT_ORACLE_PORT: u16 = 37731;
+
+const STATUS_ACTIVE: u8 = 0;
+const STATUS_SHUTDOWN: u8 = 1;
+const STATUS_POISONED: u8 = 2;
+
+/// A result sender (one answer).
+pub(crate) type Done<T> = Sender<Result<T, VsyncError>>;
+
+/// How a join request treats a missing or existing group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum JoinMode {
+    /// Isis² `Join()`: join, creating the group if it does not exist.
+    JoinOrCreate,
+    /// Create; fails if the group exists.
+    Create,
+    /// Join; fails if the group does not exist.
+    JoinExisting,
+}
+
+/// An application request to the driver.
+pub(crate) enum Cmd {
+    Join {
+        gid: GroupId,
+        name: String,
+        signature: OracleSignature,
+        mode: JoinMode,
+        upcalls: Sender<Upcall>,
+        done: Done<()>,
+    },
+    Leave {
+        gid: GroupId,
+        done: Done<()>,
+    },
+    Multicast {
+        gid: GroupId,
+        ordered: bool,
+        payload: Vec<u8>,
+    },
+    P2p {
+        gid: GroupId,
+        to: MemberId,
+        payload: Vec<u8>,
+    },
+    Query {
+        gid: GroupId,
+        ordered: bool,
+        want: NReplies,
+        timeout: Timeout,
+        body: Vec<u8>,
+        done: Done<Replies>,
+    },
+    Reply {
+        gid: GroupId,
+        to: MemberId,
+        qid: u64,
+        reply: ReplyKind,
+    },
+    Checkpoint {
+        gid: GroupId,
+        view: ViewId,
+        state: Vec<u8>,
+    },
+    Flush {
+        gid: GroupId,
+        k: Option<usize>,
+        done: Done<()>,
+    },
+    Shutdown {
+        done: Done<()>,
+    },
+}
+
+/// Where the oracle replicas are.
+#[derive(Clone, Debug)]
+enum OracleChoice {
+    /// From the environment / [`ControlConfig`] (hosts, or embedded on the oracle port).
+    Auto,
+    /// These replicas (ids 1..).
+    Explicit(Vec<SocketAddr>),
+}
+
+/// Configures and starts a [`System`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use vsync::System;
+/// let sys = System::builder()
+///     .oracle_port(40112)
+///     .join_timeout(Duration::from_secs(10))
+///     .start()?;
+/// # Ok::<(), vsync::VsyncError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct SystemBuilder {
+    oracle: OracleChoice,
+    oracle_port: u16,
+    control: ControlConfig,
+    protocol: ProtocolConfig,
+    engine: EngineConfig,
+    agent: AgentConfig,
+    join_timeout: Duration,
+    shutdown_timeout: Duration,
+}
+
+impl Default for SystemBuilder {
+    fn default() -> Self {
+        let protocol = ProtocolConfig {
+            max_message_bytes: 1 << 20,
+            send_buffer_bytes: 8 << 20,
+            window_bytes: 2 << 20,
+            window_frames: 4096,
+            retain_bytes: 4 << 20,
+            ..ProtocolConfig::default()
+        };
+        let engine = EngineConfig {
+            backend: BackendChoice::Portable,
+            socket_buffer_bytes: 1 << 20,
+            ..EngineConfig::default()
+        };
+        SystemBuilder {
+            oracle: OracleChoice::Auto,
+            oracle_port: DEFAULT_ORACLE_PORT,
+            control: ControlConfig::default(),
+            protocol,
+            engine,
+            agent: AgentConfig::default(),
+            join_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SystemBuilder {
+    /// The loopback port of the embedded oracle (default [`DEFAULT_ORACLE_PORT`]).
+    pub fn oracle_port(mut self, port: u16) -> Self {
+        self.oracle_port = port;
+        self
+    }
+
+    /// Uses these oracle replicas (replica ids 1, 2, ... in this order) instead of the
+    /// environment's or the embedded one.
+    pub fn oracle_replicas(mut self, replicas: Vec<SocketAddr>) -> Self {
+        self.oracle = OracleChoice::Explicit(replicas);
+        self
+    }
+
+    /// The control-plane configuration (oracle hosts, failure detection, raft tick).
+    pub fn control(mut self, control: ControlConfig) -> Self {
+        self.control = control;
+        self
+    }
+
+    /// Data-plane protocol parameters.
+    pub fn protocol(mut self, protocol: ProtocolConfig) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Engine parameters (backend, socket buffers). The bind address is always 127.0.0.1
+    /// with an ephemeral port.
+    pub fn engine(mut self, engine: EngineConfig) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// Member agent timing (oracle heartbeat and lease).
+    pub fn agent(mut self, agent: AgentConfig) -> Self {
+        self.agent = agent;
+        self
+    }
+
+    /// How long `Group::join` waits for its first view (default 60 s).
+    pub fn join_timeout(mut self, t: Duration) -> Self {
+        self.join_timeout = t;
+        self
+    }
+
+    /// How long [`System::shutdown`] waits for the groups to be left (default 5 s).
+    pub fn shutdown_timeout(mut self, t: Duration) -> Self {
+        self.shutdown_timeout = t;
+        self
+    }
+
+    /// Starts the system: finds or starts the oracle, opens the data plane on 127.0.0.1
+    /// (ephemeral port), starts the driver thread and waits until the oracle knows this
+    /// process.
+    pub fn start(self) -> Result<System, VsyncError> {
+        System::start_with(self)
+    }
+}
+
+/// Shared between the application handles and the driver.
+pub(crate) struct SysInner {
+    tx: Mutex<Sender<Cmd>>,
+    waker: Waker,
+    status: AtomicU8,
+    poison: Mutex<Option<String>>,
+    me: MemberId,
+    data_addr: SocketAddrV4,
+    replicas: Vec<SocketAddr>,
+    hosts_oracle: bool,
+    pub(crate) join_timeout: Duration,
+    shutdown_timeout: Duration,
+    pub(crate) max_message: usize,
+    finished: Mutex<bool>,
+    finished_cv: Condvar,
+    driver: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// One vsync member process (Isis² `IsisSystem`). Cheap to clone; every clone is the same
+/// member. See the [module docs](self).
+///
+/// ```no_run
+/// use vsync::{Group, System};
+/// let sys = System::start()?; // VSYNC_* variables, embedded oracle by default
+/// let g = Group::new(&sys, "foo")?;
+/// g.join()?;
+/// sys.shutdown()?;
+/// # Ok::<(), vsync::VsyncError>(())
+/// ```
+#[derive(Clone)]
+pub struct System {
+    pub(crate) inner: Arc<SysInner>,
+}
+
+impl std::fmt::Debug for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("System")
+            .field("me", &self.my_address())
+            .field("data_addr", &self.inner.data_addr)
+            .field("oracle", &self.inner.replicas)
+            .finish()
+    }
+}
+
+static EMBEDDED: Mutex<Vec<(u16, JoinHandle<()>)>> = Mutex::new(Vec::new());
+static SYSTEMS: AtomicU64 = AtomicU64::new(0);
+
+impl System {
+    /// A builder with the defaults (embedded oracle on [`DEFAULT_ORACLE_PORT`]).
+    pub fn builder() -> SystemBuilder {
+        SystemBuilder::default()
+    }
+
+    /// A builder configured from the `VSYNC_*` environment: [`ControlConfig::from_env`]
+    /// (`VSYNC_HOSTS`, failure detection, ...), `VSYNC_ORACLE_PORT`, and the engine's
+    /// `VSYNC_ENGINE` / `VSYNC_TTL` / `VSYNC_IDLE`. Errors name the variable.
+    pub fn from_env() -> Result<SystemBuilder, VsyncError> {
+        let mut b = SystemBuilder {
+            control: ControlConfig::from_env().map_err(|e| VsyncError::Config(e.to_string()))?,
+            ..SystemBuilder::default()
+        };
+        if let Ok(v) = std::env::var("VSYNC_ORACLE_PORT") {
+            b.oracle_port = v
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| {
+                    VsyncError::Config(format!(
+                        "VSYNC_ORACLE_PORT={v}: expected a port number in 1..=65535"
+                    ))
+                })?;
+        }
+        if std::env::var("VSYNC_ENGINE").is_ok() {
+            let mut e = EngineConfig::from_env().map_err(|e| VsyncError::Config(e.to_string()))?;
+            e.socket_buffer_bytes = b.engine.socket_buffer_bytes;
+            b.engine = e;
+        }
+        Ok(b)
+    }
+
+    /// Isis² `IsisSystem.Start()`: [`System::from_env`] then [`SystemBuilder::start`].
+    pub fn start() -> Result<System, VsyncError> {
+        System::from_env()?.start()
+    }
+
+    fn start_with(b: SystemBuilder) -> Result<System, VsyncError> {
+        let (replicas, hosts_oracle) = resolve_oracle(&b)?;
+        let me = fresh_member_id();
+        let mut cfg = RuntimeConfig::new(
+            me,
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            replicas
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (i as u64 + 1, *a))
+                .collect(),
+        );
+        cfg.agent = b.agent;
+        cfg.protocol = b.protocol.clone();
+        cfg.engine = b.engine.clone();
+        cfg.oracle_poll = Duration::from_millis(2);
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(Waker, SocketAddrV4), VsyncError>>();
+        let (inner_tx, inner_rx) = mpsc::channel::<Arc<SysInner>>();
+        let handle = std::thread::Builder::new()
+            .name(format!("vsync-driver-{}", me.process()))
+            .spawn(move || {
+                let rt = match MemberRuntime::new(cfg) {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(VsyncError::Start(e.to_string())));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok((rt.engine().waker(), rt.data_addr())));
+                let Ok(inner) = inner_rx.recv() else { return };
+                Driver::new(rt, rx, inner).run();
+            })
+            .map_err(|e| VsyncError::Start(format!("driver thread: {e}")))?;
+        let (waker, data_addr) = match ready_rx.recv() {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(VsyncError::Start("the driver thread died".into())),
+        };
+        let inner = Arc::new(SysInner {
+            tx: Mutex::new(tx),
+            waker,
+            status: AtomicU8::new(STATUS_ACTIVE),
+            poison: Mutex::new(None),
+            me,
+            data_addr,
+            replicas,
+            hosts_oracle,
+            join_timeout: b.join_timeout,
+            shutdown_timeout: b.shutdown_timeout,
+            max_message: b.protocol.max_message_bytes.saturating_sub(64),
+            finished: Mutex::new(false),
+            finished_cv: Condvar::new(),
+            driver: Mutex::new(Some(handle)),
+        });
+        if inner_tx.send(inner.clone()).is_err() {
+            return Err(VsyncError::Start("the driver thread died".into()));
+        }
+        Ok(System { inner })
+    }
+
+    /// This member's address (process and incarnation).
+    pub fn my_address(&self) -> Address {
+        Address::from(self.inner.me)
+    }
+
+    /// The data plane's bound address (127.0.0.1, ephemeral port).
+    pub fn data_addr(&self) -> SocketAddrV4 {
+        self.inner.data_addr
+    }
+
+    /// The oracle replicas this member talks to.
+    pub fn oracle_addrs(&self) -> &[SocketAddr] {
+        &self.inner.replicas
+    }
+
+    /// True if this process runs the embedded oracle (it started first on this host).
+    pub fn hosts_oracle(&self) -> bool {
+        self.inner.hosts_oracle
+    }
+
+    /// True until [`System::shutdown`] or poisoning.
+    pub fn is_active(&self) -> bool {
+        self.inner.status.load(Ordering::Acquire) == STATUS_ACTIVE
+    }
+
+    /// Graceful shutdown: leaves every joined group (the others see a leave, not a failure),
+    /// then stops the driver. Later calls on this system and its groups fail with
+    /// [`VsyncError::ShutDown`]. Calling it again returns `Err(ShutDown)`.
+    pub fn shutdown(&self) -> Result<(), VsyncError> {
+        self.check()?;
+        self.inner.status.store(STATUS_SHUTDOWN, Ordering::Release);
+        let (done, rx) = mpsc::channel();
+        if self.submit_internal(Cmd::Shutdown { done }).is_err() {
+            return Ok(());
+        }
+        let _ = rx.recv_timeout(self.inner.shutdown_timeout + Duration::from_secs(2));
+        let handle = self.inner.driver.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+        Ok(())
+    }
+
+    /// Isis² `WaitForever()`: blocks until the system is shut down (by another thread) or
+    /// poisoned; returns why.
+    pub fn wait_forever(&self) -> VsyncError {
+        let mut fin = match self.inner.finished.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        while !*fin {
+            fin = match self.inner.finished_cv.wait(fin) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+        }
+        self.status_error()
+    }
+
+    /// The error calls fail with now (ShutDown or Poisoned).
+    pub(crate) fn status_error(&self) -> VsyncError {
+        match self.inner.status.load(Ordering::Acquire) {
+            STATUS_POISONED => VsyncError::Poisoned(
+                self.inner
+                    .poison
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.clone())
+                    .unwrap_or_else(|| "excluded by the oracle".into()),
+            ),
+            _ => VsyncError::ShutDown,
+        }
+    }
+
+    /// Ok while active, else the status error.
+    pub(crate) fn check(&self) -> Result<(), VsyncError> {
+        if self.is_active() {
+            Ok(())
+        } else {
+            Err(self.status_error())
+        }
+    }
+
+    /// Sends an application command (refused after shutdown / poisoning).
+    pub(crate) fn submit(&self, cmd: Cmd) -> Result<(), VsyncError> {
+        self.check()?;
+        self.submit_internal(cmd)
+    }
+
+    /// Sends a command even while shutting down (replies, checkpoints).
+    pub(crate) fn submit_internal(&self, cmd: Cmd) -> Result<(), VsyncError> {
+        let tx = self.inner.tx.lock().map_err(|_| self.status_error())?;
+        tx.send(cmd).map_err(|_| self.status_error())?;
+        drop(tx);
+        self.inner.waker.wake();
+        Ok(())
+    }
+
+    /// Waits for one answer; a dropped sender means the driver stopped.
+    pub(crate) fn wait<T>(
+        &self,
+        rx: &Receiver<Result<T, VsyncError>>,
+        limit: Option<Duration>,
+        what: &str,
+    ) -> Result<T, VsyncError> {
+        match limit {
+            Some(d) => match rx.recv_timeout(d) {
+                Ok(r) => r,
+                Err(mpsc::RecvTimeoutError::Timeout) => Err(VsyncError::Timeout(what.to_string())),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(self.status_error()),
+            },
+            None => rx.recv().unwrap_or_else(|_| Err(self.status_error())),
+        }
+    }
+}
+
+/// A process id unique among concurrent processes on this host (pid and a per-process
+/// counter, hashed) and an incarnation from the clock (a reused pid gets a new one).
+fn fresh_member_id() -> MemberId {
+    let n = SYSTEMS.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut seed = [0u8; 24];
+    seed[..4].copy_from_slice(&std::process::id().to_le_bytes());
+    seed[4..12].copy_from_slice(&n.to_le_bytes());
+    seed[12..24].copy_from_slice(&now.as_nanos().to_le_bytes()[..12]);
+    let h = xxhash_rust::xxh3::xxh3_64(&seed);
+    let process = ((h >> 32) as u32).max(1);
+    let incarnation = (now.as_secs() as u32).max(1);
+    MemberId::new(process, incarnation)
+}
+
+/// The oracle replicas to use, and whether this process hosts the embedded one.
+fn resolve_oracle(b: &SystemBuilder) -> Result<(Vec<SocketAddr>, bool), VsyncError> {
+    if let OracleChoice::Explicit(r) = &b.oracle {
+        if r.is_empty() {
+            return Err(VsyncError::Config(
+                "no oracle replica addresses given".into(),
+            ));
+        }
+        return Ok((r.clone(), false));
+    }
+    if !b.control.hosts.is_empty() {
+        let mut out = Vec::new();
+        for h in b.control.hosts.iter().take(b.control.oracle_replicas) {
+            let addr = (h.as_str(), b.oracle_port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut it| it.find(SocketAddr::is_ipv4))
+                .ok_or_else(|| {
+                    VsyncError::Config(format!(
+                        "VSYNC_HOSTS: host {h:?} does not resolve to an IPv4 address"
+                    ))
+                })?;
+            out.push(addr);
+        }
+        return Ok((out, false));
+    }
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, b.oracle_port));
+    let mut embedded = EMBEDDED
+        .lock()
+        .map_err(|_| VsyncError::Start("lock".into()))?;
+    if embedded.iter().any(|(p, _)| *p == b.oracle_port) {
+        return Ok((vec![addr], true));
+    }
+    let svc = ServiceConfig {
+        multicast: None,
+        ..ServiceConfig::from_control(&b.control)
+    };
+    match OracleNode::new(1, addr, vec![(1, addr)], svc, u64::from(std::process::id())) {
+        Ok(mut node) => {
+            let h = std::thread::Builder::new()
+                .name(format!("vsync-oracle-{}", b.oracle_port))
+                .spawn(move || loop {
+                    if node.step(Duration::from_millis(20)).is_err() {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+                .map_err(|e| VsyncError::Start(format!("oracle thread: {e}")))?;
+            embedded.push((b.oracle_port, h));
+            Ok((vec![addr], true))
+        }
+        Err(RuntimeError::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Ok((vec![addr], false))
+        }
+        Err(e) => Err(VsyncError::Start(format!("embedded oracle on {addr}: {e}"))),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The driver.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReqKind {
+    Join,
+    Create,
+    Leave,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the oracle to know this process.
+    Unregistered,
+    /// Join or create requested.
+    Requested,
+    /// A view is installed.
+    Active,
+    /// Leave requested.
+    Leaving,
+}
+
+enum Out {
+    Multicast {
+        ordered: bool,
+        payload: Vec<u8>,
+    },
+    P2p {
+        to: MemberId,
+        payload: Vec<u8>,
+    },
+    Query {
+        qid: u64,
+        ordered: bool,
+        payload: Vec<u8>,
+        want: NReplies,
+        timeout: Timeout,
+        done: Done<Replies>,
+    },
+    Leave,
+}
+
+struct PendingQuery {
+    collector: ReplyCollector,
+    done: Done<Replies>,
+}
+
+struct GState {
+    name: String,
+    signature: OracleSignature,
+    mode: JoinMode,
+    attempts: u32,
+    phase: Phase,
+    upcalls: Sender<Upcall>,
+    join_done: Option<Done<()>>,
+    leave_done: Vec<Done<()>>,
+    out: VecDeque<Out>,
+    queries: BTreeMap<u64, PendingQuery>,
+    flushes: Vec<(Option<usize>, Done<()>)>,
+    announced: BTreeSet<MemberId>,
+}
+
+struct Driver {
+    rt: MemberRuntime,
+    rx: Receiver<Cmd>,
+    inner: Arc<SysInner>,
+    groups: BTreeMap<GroupId, GState>,
+    requests: BTreeMap<u64, (GroupId, ReqKind)>,
+    origin: Instant,
+    next_qid: u64,
+    shutdown: Option<(Instant, Vec<Done<()>>)>,
+}
+
+impl Driver {
+    fn new(rt: MemberRuntime, rx: Receiver<Cmd>, inner: Arc<SysInner>) -> Self {
+        Driver {
+            rt,
+            rx,
+            inner,
+            groups: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            origin: Instant::now(),
+            next_qid: 0,
+            shutdown: None,
+        }
+    }
+
+    fn me(&self) -> MemberId {
+        self.inner.me
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn run(mut self) {
+        let mut events = Vec::new();
+        loop {
+            loop {
+                match self.rx.try_recv() {
+                    Ok(cmd) => self.on_cmd(cmd),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        if self.shutdown.is_none() {
+                            self.begin_shutdown(Vec::new());
+                        }
+                        break;
+                    }
+                }
+            }
+            if self.finished() {
+                break;
+            }
+            self.start_joins();
+            let gids: Vec<GroupId> = self.groups.keys().copied().collect();
+            for g in &gids {
+                self.pump(*g);
+            }
+            self.check_flushes();
+            self.check_query_timeouts();
+            match self.rt.step(Duration::from_millis(5), &mut events) {
+                Ok(_) => {}
+                Err(e) => {
+                    self.poison(format!("member runtime failed: {e}"));
+                    break;
+                }
+            }
+            let mut stop = false;
+            for e in events.drain(..) {
+                stop |= self.on_event(e);
+            }
+            if stop {
+                break;
+            }
+        }
+        // Whatever is still pending fails with the status error (senders dropped).
+        if self.inner.status.load(Ordering::Acquire) == STATUS_ACTIVE {
+            self.inner.status.store(STATUS_SHUTDOWN, Ordering::Release);
+        }
+        if let Some((_, dones)) = self.shutdown.take() {
+            for d in dones {
+                let _ = d.send(Ok(()));
+            }
+        }
+        for (_, gs) in std::mem::take(&mut self.groups) {
+            let _ = gs.upcalls.send(Upcall::Gone);
+        }
+        if let Ok(mut f) = self.inner.finished.lock() {
+            *f = true;
+        }
+        self.inner.finished_cv.notify_all();
+    }
+
+    fn finished(&mut self) -> bool {
+        let Some((deadline, _)) = &self.shutdown else {
+            return false;
+        };
+        self.groups.is_empty() || Instant::now() >= *deadline
+    }
+
+    fn begin_shutdown(&mut self, dones: Vec<Done<()>>) {
+        if let Some((_, d)) = &mut self.shutdown {
+            d.extend(dones);
+            return;
+        }
+        self.shutdown = Some((Instant::now() + self.inner.shutdown_timeout, dones));
+        let gids: Vec<GroupId> = self.groups.keys().copied().collect();
+        for g in gids {
+            let phase = self.groups[&g].phase;
+            match phase {
+                Phase::Active => self.request_leave(g, None),
+                Phase::Leaving => {}
+                Phase::Unregistered | Phase::Requested => {
+                    if let Some(gs) = self.groups.remove(&g) {
+                        if let Some(d) = gs.join_done {
+                            let _ = d.send(Err(VsyncError::ShutDown));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn poison(&mut self, why: String) {
+        if let Ok(mut p) = self.inner.poison.lock() {
+            *p = Some(why);
+        }
+        self.inner.status.store(STATUS_POISONED, Ordering::Release);
+    }
+
+    fn request_leave(&mut self, g: GroupId, done: Option<Done<()>>) {
+        let Some(gs) = self.groups.get_mut(&g) else {
+            return;
+        };
+        if let Some(d) = done {
+            gs.leave_done.push(d);
+        }
+        if gs.phase == Phase::Active {
+            gs.phase = Phase::Leaving;
+            gs.out.push_back(Out::Multicast {
+                ordered: false,
+                payload: vec![group::K_LEAVING],
+            });
+            gs.out.push_back(Out::Leave);
+        }
+    }
+
+    fn not_joined(&self, g: GroupId) -> VsyncError {
+        VsyncError::NotJoined {
+            group: self
+                .groups
+                .get(&g)
+                .map_or_else(|| format!("{g}"), |s| s.name.clone()),
+        }
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Join {
+                gid,
+                name,
+                signature,
+                mode,
+                upcalls,
+                done,
+            } => {
+                if self.shutdown.is_some() {
+                    let _ = done.send(Err(VsyncError::ShutDown));
+                    return;
+                }
+                if self.groups.contains_key(&gid) {
+                    let _ = done.send(Err(VsyncError::AlreadyJoined { group: name }));
+                    return;
+                }
+                self.groups.insert(
+                    gid,
+                    GState {
+                        name,
+                        signature,
+                        mode,
+                        attempts: 0,
+                        phase: Phase::Unregistered,
+                        upcalls,
+                        join_done: Some(done),
+                        leave_done: Vec::new(),
+                        out: VecDeque::new(),
+                        queries: BTreeMap::new(),
+                        flushes: Vec::new(),
+                        announced: BTreeSet::new(),
+                    },
+                );
+            }
+            Cmd::Leave { gid, done } => match self.groups.get(&gid).map(|s| s.phase) {
+                Some(Phase::Active) | Some(Phase::Leaving) => self.request_leave(gid, Some(done)),
+                _ => {
+                    let _ = done.send(Err(self.not_joined(gid)));
+                }
+            },
+            Cmd::Multicast {
+                gid,
+                ordered,
+                payload,
+            } => {
+                if let Some(gs) = self.groups.get_mut(&gid) {
+                    if gs.phase == Phase::Active {
+                        gs.out.push_back(Out::Multicast { ordered, payload });
+                    }
+                }
+            }
+            Cmd::P2p { gid, to, payload } => {
+                if let Some(gs) = self.groups.get_mut(&gid) {
+                    if gs.phase == Phase::Active {
+                        gs.out.push_back(Out::P2p { to, payload });
+                    }
+                }
+            }
+            Cmd::Query {
+                gid,
+                ordered,
+                want,
+                timeout,
+                body,
+                done,
+            } => {
+                let active = self.groups.get(&gid).map(|s| s.phase) == Some(Phase::Active);
+                if !active {
+                    let _ = done.send(Err(self.not_joined(gid)));
+                    return;
+                }
+                self.next_qid += 1;
+                let qid = self.next_qid;
+                let payload = group::encode_query(qid, &body);
+                if let Some(gs) = self.groups.get_mut(&gid) {
+                    gs.out.push_back(Out::Query {
+                        qid,
+                        ordered,
+                        payload,
+                        want,
+                        timeout,
+                        done,
+                    });
+                }
+            }
+            Cmd::Reply {
+                gid,
+                to,
+                qid,
+                reply,
+            } => {
+                if to == self.me() {
+                    self.on_reply(gid, self.me(), qid, reply);
+                } else if let Some(gs) = self.groups.get_mut(&gid) {
+                    gs.out.push_back(Out::P2p {
+                        to,
+                        payload: group::encode_reply(qid, &reply),
+                    });
+                }
+            }
+            Cmd::Checkpoint { gid, view, state } => {
+                self.rt.agent_mut().send_checkpoint(gid, view, &state);
+            }
+            Cmd::Flush { gid, k, done } => match self.groups.get_mut(&gid) {
+                Some(gs) if gs.phase == Phase::Active => gs.flushes.push((k, done)),
+                _ => {
+                    let _ = done.send(Err(self.not_joined(gid)));
+                }
+            },
+            Cmd::Shutdown { done } => self.begin_shutdown(vec![done]),
+        }
+    }
+
+    fn start_joins(&mut self) {
+        if !self.rt.agent().is_registered() {
+            return;
+        }
+        let waiting: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, s)| s.phase == Phase::Unregistered)
+            .map(|(g, _)| *g)
+            .collect();
+        for g in waiting {
+            let mode = self.groups[&g].mode;
+            let kind = if mode == JoinMode::Create {
+                ReqKind::Create
+            } else {
+                ReqKind::Join
+            };
+            self.issue(g, kind);
+        }
+    }
+
+    fn issue(&mut self, g: GroupId, kind: ReqKind) {
+        let Some(gs) = self.groups.get_mut(&g) else {
+            return;
+        };
+        gs.phase = Phase::Requested;
+        gs.attempts += 1;
+        let (name, sig) = (gs.name.clone(), gs.signature.clone());
+        let agent = self.rt.agent_mut();
+        let seq = match kind {
+            ReqKind::Join => agent.join(&name, sig),
+            ReqKind::Create => agent.create(&name, sig),
+            ReqKind::Leave => agent.leave(g),
+        };
+        self.requests.insert(seq, (g, kind));
+    }
+
+    /// Moves queued sends into the data plane, in order, until one must wait.
+    fn pump(&mut self, g: GroupId) {
+        let me = self.me();
+        loop {
+            let Some(gs) = self.groups.get_mut(&g) else {
+                return;
+            };
+            let Some(front) = gs.out.front() else {
+                return;
+            };
+            let agent = self.rt.agent_mut();
+            let r: Result<(), AgentError> = match front {
+                Out::Multicast { ordered, payload } => {
+                    if *ordered {
+                        agent.ordered_send(g, payload)
+                    } else {
+                        agent.send(g, payload)
+                    }
+                }
+                Out::P2p { to, payload } if *to == me => {
+                    // A P2P message to oneself: delivered locally.
+                    if let Some((code, args)) = group::decode_msg(payload) {
+                        let _ = gs.upcalls.send(Upcall::Message {
+                            sender: Address::from(me),
+                            kind: MsgKind::P2p,
+                            code,
+                            args,
+                            query: None,
+                        });
+                    }
+                    Ok(())
+                }
+                Out::P2p { to, payload } => agent.p2p_send(g, *to, payload),
+                Out::Query {
+                    ordered, payload, ..
+                } => {
+                    if *ordered {
+                        agent.ordered_send(g, payload)
+                    } else {
+                        agent.send(g, payload)
+                    }
+                }
+                Out::Leave => Ok(()),
+            };
+            match r {
+                Err(AgentError::Send(SendError::WouldBlock))
+                | Err(AgentError::Send(SendError::Wedged(_))) => return,
+                _ => {}
+            }
+            let Some(item) = gs.out.pop_front() else {
+                return;
+            };
+            match (item, r) {
+                (Out::Leave, _) => {
+                    let seq = agent.leave(g);
+                    self.requests.insert(seq, (g, ReqKind::Leave));
+                }
+                (
+                    Out::Query {
+                        qid,
+                        want,
+                        timeout,
+                        done,
+                        ..
+                    },
+                    Ok(()),
+                ) => {
+                    let members: Vec<Address> = self
+                        .rt
+                        .agent()
+                        .view(g)
+                        .map(|v| v.members.iter().map(|m| Address::from(*m)).collect())
+                        .unwrap_or_default();
+                    let collector = ReplyCollector::new(qid, &members, want, timeout, self.now());
+                    let pq = PendingQuery { collector, done };
+                    if pq.collector.is_done() {
+                        self.finish_query(pq);
+                    } else if let Some(gs) = self.groups.get_mut(&g) {
+                        gs.queries.insert(qid, pq);
+                    }
+                }
+                (Out::Query { done, .. }, Err(e)) => {
+                    let _ = done.send(Err(VsyncError::Send(e.to_string())));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn finish_query(&mut self, pq: PendingQuery) {
+        let result = pq.collector.finish();
+        if let Ok(r) = &result {
+            for a in r.failed() {
+                self.rt.agent_mut().has_failed(a.member_id());
+            }
+        }
+        let _ = pq.done.send(result.map_err(VsyncError::Query));
+    }
+
+    fn on_reply(&mut self, g: GroupId, from: MemberId, qid: u64, reply: ReplyKind) {
+        let Some(gs) = self.groups.get_mut(&g) else {
+            return;
+        };
+        let Some(pq) = gs.queries.get_mut(&qid) else {
+            return;
+        };
+        let _ = pq.collector.on_reply(Address::from(from), reply);
+        if pq.collector.is_done() {
+            if let Some(pq) = gs.queries.remove(&qid) {
+                self.finish_query(pq);
+            }
+        }
+    }
+
+    fn check_query_timeouts(&mut self) {
+        let now = self.now();
+        let mut finished = Vec::new();
+        for gs in self.groups.values_mut() {
+            let due: Vec<u64> = gs
+                .queries
+                .iter_mut()
+                .filter_map(|(q, pq)| {
+                    (pq.collector.on_timeout(now) || pq.collector.is_done()).then_some(*q)
+                })
+                .collect();
+            for q in due {
+                if let Some(pq) = gs.queries.remove(&q) {
+                    finished.push(pq);
+                }
+            }
+        }
+        for pq in finished {
+            self.finish_query(pq);
+        }
+    }
+
+    fn check_flushes(&mut self) {
+        let endpoint = self.rt.agent().endpoint();
+        for (g, gs) in self.groups.iter_mut() {
+            if gs.flushes.is_empty() || !gs.out.is_empty() {
+                continue;
+            }
+            let peers = endpoint.peers(*g).len();
+            let next = endpoint.group_stats(*g).map(|s| s.next_seq);
+            gs.flushes.retain(|(k, done)| {
+                let stable = match (k, next) {
+                    (_, None) => true,
+                    (None, Some(_)) => endpoint.all_stable(*g),
+                    (Some(k), Some(next)) => endpoint
+                        .stable_through(*g, (*k).min(peers))
+                        .is_none_or(|s| s >= next),
+                };
+                if stable {
+                    let _ = done.send(Ok(()));
+                }
+                !stable
+            });
+        }
+    }
+
+    /// Handles one agent event; true when the driver must stop.
+    fn on_event(&mut self, e: AgentEvent) -> bool {
+        match e {
+            AgentEvent::View(v) => self.on_view(v),
+            AgentEvent::Deliver {
+                group,
+                sender,
+                kind,
+                payload,
+                ..
+            } => self.on_deliver(group, sender, kind, payload),
+            AgentEvent::MakeCheckpoint { group, view } => {
+                if let Some(gs) = self.groups.get(&group) {
+                    if gs.upcalls.send(Upcall::MakeCheckpoint { view }).is_err() {
+                        // Nobody to make it: send an empty state so joiners are not stuck.
+                        let state = group::encode_checkpoint(&[]);
+                        self.rt.agent_mut().send_checkpoint(group, view, &state);
+                    }
+                } else {
+                    let state = group::encode_checkpoint(&[]);
+                    self.rt.agent_mut().send_checkpoint(group, view, &state);
+                }
+            }
+            AgentEvent::LoadCheckpoint { group, state, .. } => {
+                if let Some(gs) = self.groups.get(&group) {
+                    let _ = gs.upcalls.send(Upcall::LoadCheckpoint { state });
+                }
+            }
+            AgentEvent::Reply { seq, result } => self.on_request_reply(seq, result),
+            AgentEvent::Gone { group } => self.on_gone(group),
+            AgentEvent::Poisoned(reason) => {
+                self.poison(reason.to_string());
+                return true;
+            }
+        }
+        false
+    }
+
+    fn on_view(&mut self, v: OracleView) {
+        let me = self.me();
+        let g = v.group;
+        let Some(gs) = self.groups.get_mut(&g) else {
+            return;
+        };
+        let view = View::from_oracle(&gs.name, &v, me, &gs.announced);
+        for m in &v.left {
+            gs.announced.remove(m);
+        }
+        let join_done = if gs.phase == Phase::Requested {
+            gs.phase = Phase::Active;
+            gs.join_done.take()
+        } else {
+            None
+        };
+        let _ = gs.upcalls.send(Upcall::View { view, join_done });
+        let mut finished = Vec::new();
+        for m in &v.left {
+            let a = Address::from(*m);
+            let done: Vec<u64> = gs
+                .queries
+                .iter_mut()
+                .filter_map(|(q, pq)| pq.collector.on_member_failed(a).then_some(*q))
+                .collect();
+            for q in done {
+                if let Some(pq) = gs.queries.remove(&q) {
+                    finished.push(pq);
+                }
+            }
+        }
+        for pq in finished {
+            self.finish_query(pq);
+        }
+    }
+
+    fn on_deliver(&mut self, g: GroupId, sender: MemberId, kind: MsgKind, payload: Vec<u8>) {
+        let Some(gs) = self.groups.get_mut(&g) else {
+            return;
+        };
+        let Some(&tag) = payload.first() else {
+            return;
+        };
+        match tag {
+            group::K_MSG => {
+                if let Some((code, args)) = group::decode_msg(&payload) {
+                    let _ = gs.upcalls.send(Upcall::Message {
+                        sender: Address::from(sender),
+                        kind,
+                        code,
+                        args,
+                        query: None,
+                    });
+                }
+            }
+            group::K_QUERY => {
+                if let Some((qid, code, args)) = group::decode_query(&payload) {
+                    let _ = gs.upcalls.send(Upcall::Message {
+                        sender: Address::from(sender),
+                        kind,
+                        code,
+                        args,
+                        query: Some(qid),
+                    });
+                }
+            }
+            group::K_REPLY if kind == MsgKind::P2p => {
+                if let Some((qid, reply)) = group::decode_reply(&payload) {
+                    self.on_reply(g, sender, qid, reply);
+                }
+            }
+            group::K_LEAVING => {
+                gs.announced.insert(sender);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_request_reply(&mut self, seq: u64, result: Result<(), String>) {
+        let Some((g, kind)) = self.requests.remove(&seq) else {
+            return;
+        };
+        let Err(reason) = result else {
+            return; // accepted: the view (or Gone) follows
+        };
+        let Some(gs) = self.groups.get_mut(&g) else {
+            return;
+        };
+        match kind {
+            ReqKind::Leave => {
+                let name = gs.name.clone();
+                for d in gs.leave_done.drain(..) {
+                    let _ = d.send(Err(VsyncError::Refused {
+                        group: name.clone(),
+                        reason: reason.clone(),
+                    }));
+                }
+            }
+            ReqKind::Join | ReqKind::Create => {
+                if gs.phase != Phase::Requested {
+                    return;
+                }
+                let retry = gs.mode == JoinMode::JoinOrCreate && gs.attempts < 20;
+                if retry && kind == ReqKind::Join && reason.starts_with("unknown group") {
+                    self.issue(g, ReqKind::Create);
+                    return;
+                }
+                if retry && kind == ReqKind::Create && reason.contains("already exists") {
+                    self.issue(g, ReqKind::Join);
+                    return;
+                }
+                if let Some(gs) = self.groups.remove(&g) {
+                    if let Some(d) = gs.join_done {
+                        let _ = d.send(Err(VsyncError::Refused {
+                            group: gs.name,
+                            reason,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_gone(&mut self, g: GroupId) {
+        let Some(gs) = self.groups.remove(&g) else {
+            return;
+        };
+        let _ = gs.upcalls.send(Upcall::Gone);
+        for d in gs.leave_done {
+            let _ = d.send(Ok(()));
+        }
+        for (_, d) in gs.flushes {
+            let _ = d.send(Ok(()));
+        }
+        for (_, pq) in gs.queries {
+            let _ = pq.done.send(Err(VsyncError::NotJoined {
+                group: gs.name.clone(),
+            }));
+        }
+        if let Some(d) = gs.join_done {
+            let _ = d.send(Err(VsyncError::NotJoined { group: gs.name }));
+        }
+    }
+}
+
+/// The group id of a group name (xxh3 of the name, as the oracle computes it).
+pub(crate) fn gid_of(name: &str) -> GroupId {
+    group_id(name)
+}
