@@ -1142,6 +1142,9 @@ impl Driver {
             }
             AgentEvent::Reply { seq, result } => self.on_request_reply(seq, result),
             AgentEvent::Gone { group } => self.on_gone(group),
+            // Every holder of the group's state failed before passing it on: the group's
+            // state starts afresh at this member (its view follows; no checkpoint is loaded).
+            AgentEvent::StateLost { .. } => {}
             AgentEvent::Poisoned(reason) => {
                 self.poison(reason.to_string());
                 return true;

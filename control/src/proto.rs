@@ -39,6 +39,8 @@ pub struct GroupProgress {
     pub phase: FlushPhase,
     /// Multicasts this member sent in the group so far (Dr. Multicast traffic estimate).
     pub sent: u64,
+    /// The member joined and still waits for its state (checkpoint) from a rank 0.
+    pub awaiting_state: bool,
 }
 
 /// A member's message to the oracle.
@@ -135,6 +137,9 @@ pub struct GroupStatus {
     pub flush: Option<FlushStatus>,
     /// Data-plane addresses of the installed view's members, where registered.
     pub addrs: Vec<(MemberId, SocketAddr)>,
+    /// Members of the installed view that say they still wait for their state: the rank 0 of
+    /// the next view sends them a checkpoint (so a joiner whose rank 0 died is served).
+    pub awaiting: Vec<MemberId>,
 }
 
 /// The oracle's message to a member.
@@ -153,6 +158,10 @@ pub enum FromOracle {
     Gone {
         /// The group.
         group: GroupId,
+        /// The view the oracle had installed (or one past a terminated group's last): a member
+        /// holding this view or a newer one ignores the notice (a late duplicate after it
+        /// joined again).
+        view: ViewId,
     },
     /// This incarnation was excluded for good: the process must restart under a new one.
     Poisoned {
@@ -179,9 +188,11 @@ pub enum FromOracle {
 // ```text
 // message   = version:u8(=1) tag:u8 fields
 // ToOracle:   1 Hello member addr | 2 Heartbeat member count{group view round phase:u8 sent}
+//             (phase bit 7: the member still awaits its state)
 //             3 Request member seq:varint command | 4 FlushReport member group view round count{member pos}
 //             5 FlushDone member group view round | 6 Suspect member member
-// FromOracle: 16 Reply seq ok:u8 [error:str] | 17 Status view mcast flush addrs | 18 Gone group
+// FromOracle: 16 Reply seq ok:u8 [error:str] | 17 Status view mcast flush addrs awaiting
+//             | 18 Gone group view
 //             19 Poisoned member reason | 20 Welcome member | 21 Redirect 0|1 leader:varint
 // view      = group id:varint members joined left
 // flush     = 0 | 1 round:varint (0 | 1 count{sender through holder})
@@ -237,7 +248,7 @@ impl ToOracle {
                     put_group(&mut w, g.group);
                     w.varint(u64::from(g.view.0));
                     w.varint(u64::from(g.round));
-                    w.u8(phase_code(g.phase));
+                    w.u8(phase_code(g.phase) | if g.awaiting_state { 0x80 } else { 0 });
                     w.varint(g.sent);
                 }
             }
@@ -304,11 +315,15 @@ impl ToOracle {
                 let n = r.count(MAX_LIST, 12, "heartbeat groups")?;
                 let mut groups = Vec::with_capacity(n);
                 for _ in 0..n {
+                    let group = get_group(&mut r)?;
+                    let view = ViewId(r.varint_u32("view id")?);
+                    let round = r.varint_u32("round")?;
+                    let phase = r.u8("phase")?;
                     groups.push(GroupProgress {
-                        group: get_group(&mut r)?,
-                        view: ViewId(r.varint_u32("view id")?),
-                        round: r.varint_u32("round")?,
-                        phase: match r.u8("phase")? {
+                        group,
+                        view,
+                        round,
+                        phase: match phase & 0x7f {
                             0 => FlushPhase::Idle,
                             1 => FlushPhase::Reported,
                             2 => FlushPhase::Flushing,
@@ -316,6 +331,7 @@ impl ToOracle {
                             tag => return Err(DecodeError::BadTag { what: "phase", tag }),
                         },
                         sent: r.varint("sent")?,
+                        awaiting_state: phase & 0x80 != 0,
                     });
                 }
                 ToOracle::Heartbeat { member, groups }
@@ -430,10 +446,15 @@ impl FromOracle {
                     put_member(&mut w, *m);
                     put_sockaddr(&mut w, &Some(*a));
                 }
+                w.varint(st.awaiting.len() as u64);
+                for m in &st.awaiting {
+                    put_member(&mut w, *m);
+                }
             }
-            FromOracle::Gone { group } => {
+            FromOracle::Gone { group, view } => {
                 w.u8(18);
                 put_group(&mut w, *group);
+                w.varint(u64::from(view.0));
             }
             FromOracle::Poisoned { member, reason } => {
                 w.u8(19);
@@ -536,15 +557,22 @@ impl FromOracle {
                         }
                     }
                 }
+                let n = r.count(MAX_LIST, 1, "awaiting members")?;
+                let mut awaiting = Vec::with_capacity(n);
+                for _ in 0..n {
+                    awaiting.push(get_member(&mut r, "awaiting member")?);
+                }
                 FromOracle::Status(GroupStatus {
                     installed,
                     mcast,
                     flush,
                     addrs,
+                    awaiting,
                 })
             }
             18 => FromOracle::Gone {
                 group: get_group(&mut r)?,
+                view: ViewId(r.varint_u32("view id")?),
             },
             19 => FromOracle::Poisoned {
                 member: get_member(&mut r, "member")?,
@@ -622,6 +650,7 @@ mod tests {
                                 FlushPhase::Done
                             ][p as usize],
                             sent: u64::from(round) * 3,
+                            awaiting_state: round % 2 == 1,
                         })
                         .collect(),
                 }),
@@ -693,8 +722,12 @@ mod tests {
                             .collect())
                     }),
                     addrs: vec![(MemberId(3), "127.0.0.1:7".parse().unwrap())],
+                    awaiting: vec![MemberId(9)],
                 })),
-            any::<u64>().prop_map(|g| FromOracle::Gone { group: GroupId(g) }),
+            (any::<u64>(), any::<u32>()).prop_map(|(g, v)| FromOracle::Gone {
+                group: GroupId(g),
+                view: ViewId(v)
+            }),
             arb_member().prop_map(|member| FromOracle::Poisoned {
                 member,
                 reason: FailureReason::HeartbeatTimeout
@@ -715,6 +748,7 @@ mod tests {
                     round: 0,
                     phase: FlushPhase::Idle,
                     sent: 0,
+                    awaiting_state: false,
                 };
                 3
             ],

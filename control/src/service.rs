@@ -103,6 +103,8 @@ pub struct OracleService {
     traffic: BTreeMap<GroupId, BTreeMap<MemberId, (u64, Timestamp)>>,
     /// Per group: messages/s summed over members since the last remap.
     rates: BTreeMap<GroupId, u64>,
+    /// Per group: members that say (in heartbeats) they still await their state.
+    awaiting: BTreeMap<GroupId, BTreeSet<MemberId>>,
     next_remap: Timestamp,
 }
 
@@ -130,6 +132,7 @@ impl OracleService {
             stats: ServiceStats::default(),
             traffic: BTreeMap::new(),
             rates: BTreeMap::new(),
+            awaiting: BTreeMap::new(),
             next_remap: now + cfg.remap_interval,
         };
         s.drain(now);
@@ -343,6 +346,12 @@ impl OracleService {
     /// Folds a heartbeat's send counters into the per-group rate estimate.
     fn note_traffic(&mut self, now: Timestamp, member: MemberId, groups: &[GroupProgress]) {
         for p in groups {
+            let waiting = self.awaiting.entry(p.group).or_default();
+            if p.awaiting_state {
+                waiting.insert(member);
+            } else {
+                waiting.remove(&member);
+            }
             let per = self.traffic.entry(p.group).or_default();
             if let Some((count, at)) = per.insert(member, (p.sent, now)) {
                 let secs = now.saturating_since(at).as_secs_f64();
@@ -396,7 +405,18 @@ impl OracleService {
                     .map(|a| (*m, a))
             })
             .collect();
+        let awaiting = self
+            .awaiting
+            .get(&group)
+            .map(|w| {
+                w.iter()
+                    .copied()
+                    .filter(|m| rec.installed.members.contains(m))
+                    .collect()
+            })
+            .unwrap_or_default();
         Some(GroupStatus {
+            awaiting,
             installed: rec.installed.clone(),
             mcast: rec.mcast,
             flush: rec.flush.active.then(|| FlushStatus {
@@ -412,7 +432,8 @@ impl OracleService {
     fn push_status(&mut self, group: GroupId, only: Option<MemberId>) {
         let Some(status) = self.status(group) else {
             if let Some(m) = only {
-                self.send(m, FromOracle::Gone { group });
+                let view = self.replica.state().departure_view(group);
+                self.send(m, FromOracle::Gone { group, view });
             }
             return;
         };
@@ -437,14 +458,27 @@ impl OracleService {
         for p in groups {
             listed.insert(p.group);
             let state = self.replica.state();
+            let view = state.departure_view(p.group);
             let Some(rec) = state.group(p.group) else {
-                self.send(member, FromOracle::Gone { group: p.group });
+                self.send(
+                    member,
+                    FromOracle::Gone {
+                        group: p.group,
+                        view,
+                    },
+                );
                 continue;
             };
             let in_installed = rec.installed.members.contains(&member);
             let in_pending = rec.pending.iter().any(|v| v.members.contains(&member));
             if !in_installed && !in_pending {
-                self.send(member, FromOracle::Gone { group: p.group });
+                self.send(
+                    member,
+                    FromOracle::Gone {
+                        group: p.group,
+                        view,
+                    },
+                );
                 continue;
             }
             let behind = p.view != rec.installed.id

@@ -181,6 +181,12 @@ pub struct MemberLog {
     pub poisoned: Option<Duration>,
     /// Left gracefully (saw `Gone`) at this time.
     pub gone: Option<Duration>,
+    /// The view from which this member holds the group's state, if it joined an existing
+    /// group (loaded a checkpoint made at that view, or restarted the state there).
+    pub state_from: Option<ViewId>,
+    /// When and at which view this member restarted the group's state because every holder
+    /// had failed (`AgentEvent::StateLost`).
+    pub state_lost: Option<(Duration, ViewId)>,
     /// Its incarnation.
     pub member: MemberId,
 }
@@ -204,6 +210,8 @@ enum Node {
 
 struct Member {
     agent: Option<MemberAgent>,
+    /// Create the group on the next attempt (it does not exist) rather than join it.
+    create_next: bool,
     state: u64,
     next_msg: u64,
     next_send: Timestamp,
@@ -314,7 +322,10 @@ impl Sim {
         let mut members = BTreeMap::new();
         let n = cfg.members as u32;
         // Fault plan.
-        let mut crash_victims: Vec<u32> = (2..=n).collect();
+        // Process 1 (the creator, rank 0 for most of the run) is a possible victim in some runs,
+        // so sequencer fail-over and state transfer from a new rank 0 are exercised.
+        let first = if rng.chance(0.3) { 1 } else { 2 };
+        let mut crash_victims: Vec<u32> = (first..=n).collect();
         let mut victims = BTreeSet::new();
         for _ in 0..cfg.crashes.min(crash_victims.len()) {
             let i = rng.below(crash_victims.len() as u64) as usize;
@@ -354,6 +365,7 @@ impl Sim {
                 p,
                 Member {
                     agent: Some(agent),
+                    create_next: p == 1,
                     state: 0,
                     next_msg: 0,
                     next_send: Timestamp::ZERO,
@@ -575,7 +587,7 @@ impl Sim {
             }
             if !m.joined_requested && now >= m.join_at && agent.is_registered() {
                 m.joined_requested = true;
-                if p == 1 {
+                if m.create_next {
                     agent.create(GROUP, Signature::from_text("sim"));
                 } else {
                     agent.join(GROUP, Signature::from_text("sim"));
@@ -623,14 +635,24 @@ impl Sim {
                     AgentEvent::MakeCheckpoint { group, view } => {
                         agent.send_checkpoint(group, view, &m.state.to_le_bytes());
                     }
-                    AgentEvent::LoadCheckpoint { state, .. } => {
+                    AgentEvent::StateLost { view, .. } => {
+                        // A new lineage of the group's state.
+                        m.state = state_step(0, (u32::MAX, u64::from(view.0)));
+                        log.state_from = Some(view);
+                        log.state_lost = Some((t, view));
+                    }
+                    AgentEvent::LoadCheckpoint { state, view, .. } => {
+                        log.state_from = Some(view);
                         if state.len() == 8 {
                             m.state = u64::from_le_bytes(state[..8].try_into().expect("8"));
                         }
                     }
-                    AgentEvent::Reply { result: Err(_), .. } => {
+                    AgentEvent::Reply { result: Err(e), .. } => {
                         if agent.view(g).is_none() {
-                            // e.g. joined before the group's creation committed: retry.
+                            // Joined before the group's creation committed, or after all its
+                            // members were gone (then create it, like Isis²'s Join), or created
+                            // it concurrently with another member: retry.
+                            m.create_next = e.contains("unknown group");
                             m.joined_requested = false;
                             m.join_at = now + ms(20);
                         }
@@ -806,7 +828,7 @@ impl Sim {
                 return false;
             }
             let Some(v) = a.view(g) else { return false };
-            if a.endpoint().is_wedged(g) || !a.endpoint().all_stable(g) {
+            if a.endpoint().is_wedged(g) || !a.endpoint().all_stable(g) || a.is_awaiting_state(g) {
                 return false;
             }
             match view {
@@ -815,7 +837,12 @@ impl Sim {
                 _ => {}
             }
         }
+        // With no live member left (all crashed, excluded or gone) there is nothing to wait for.
         view.is_some()
+            || self.members.iter().all(|(p, m)| {
+                let log = &self.out.logs[p];
+                m.agent.as_ref().is_none_or(|a| a.poisoned().is_some()) || log.gone.is_some()
+            })
     }
 
     fn run(mut self) -> Result<SimOutcome, String> {
@@ -897,14 +924,22 @@ impl Sim {
             for (p, m) in &self.members {
                 if let Some(a) = &m.agent {
                     why.push(format!(
-                        "member {p}: view {:?} wedged {} sent {}/{} poisoned {:?} paused {} gone {:?}",
+                        "member {p}: view {:?} wedged {} awaiting {} stable {} sent {}/{} poisoned {:?} paused {} gone {:?}",
                         a.view(g).map(|v| (v.id.0, v.members.iter().map(|m| m.process()).collect::<Vec<_>>())),
                         a.endpoint().is_wedged(g),
+                        a.is_awaiting_state(g),
+                        a.endpoint().all_stable(g),
                         m.next_msg,
                         self.cfg.messages,
                         a.poisoned(),
                         a.is_paused(),
                         self.out.logs[p].gone,
+                    ));
+                    why.push(format!(
+                        "    agent {:?}\n    endpoint {:?}\n    drops {:?}",
+                        a.stats(),
+                        a.endpoint().stats(),
+                        a.endpoint().drops()
                     ));
                 }
             }
@@ -934,9 +969,10 @@ impl Sim {
                 }
             }
             return Err(format!(
-                "did not converge by {:?}:\n  {}",
+                "did not converge by {:?}:\n  {}\n{}",
                 self.elapsed(),
-                why.join("\n  ")
+                why.join("\n  "),
+                describe(&self.out)
             ));
         }
         self.out.end = self.elapsed();
@@ -952,8 +988,37 @@ pub fn run(cfg: SimConfig) -> Result<SimOutcome, String> {
 /// Runs one simulation and checks it; the error explains the first violation.
 pub fn run_and_check(cfg: SimConfig) -> Result<SimOutcome, String> {
     let out = run(cfg)?;
-    check(&out)?;
+    if let Err(e) = check(&out) {
+        return Err(format!("{e}\n{}", describe(&out)));
+    }
     Ok(out)
+}
+
+/// The fault log and each member's view history, for a failure report.
+fn describe(out: &SimOutcome) -> String {
+    let mut s = String::from("faults:\n");
+    for n in &out.notes {
+        s.push_str(&format!("  {n}\n"));
+    }
+    for (p, l) in &out.logs {
+        let views: Vec<String> = l
+            .views
+            .iter()
+            .map(|(t, id, m)| {
+                let ms: Vec<u32> = m.iter().map(|x| x.process()).collect();
+                format!("v{}@{}ms{:?}", id.0, t.as_millis(), ms)
+            })
+            .collect();
+        s.push_str(&format!(
+            "  member {p}: {} deliveries, crashed {:?} poisoned {:?} gone {:?}, views {}\n",
+            l.delivered.len(),
+            l.crashed,
+            l.poisoned,
+            l.gone,
+            views.join(" ")
+        ));
+    }
+    s
 }
 
 /// Verifies the virtual-synchrony invariants over one run's logs (see the module docs).
@@ -983,6 +1048,52 @@ pub fn check(out: &SimOutcome) -> Result<(), String> {
                 return Err(format!(
                     "member {p} installed view {} without being in it",
                     id.0
+                ));
+            }
+        }
+    }
+    // Every delivery happens in a view the member installed; every member alive at the end
+    // installed every view that lists it (a joiner stuck without its state would not).
+    let alive_at_end =
+        |l: &MemberLog| l.crashed.is_none() && l.poisoned.is_none() && l.gone.is_none();
+    for (p, log) in &out.logs {
+        let mine: BTreeSet<ViewId> = log.views.iter().map(|v| v.1).collect();
+        if let Some(d) = log.delivered.iter().find(|d| !mine.contains(&d.1)) {
+            return Err(format!(
+                "member {p} delivered {:?} in view {} it never installed",
+                d.3, d.1 .0
+            ));
+        }
+        if alive_at_end(log) {
+            // Views before the one its state comes from are covered by that state.
+            let from = log.state_from.map_or(0, |v| v.0);
+            for (id, members) in &views {
+                if id.0 >= from && members.contains(&log.member) && !mine.contains(id) {
+                    return Err(format!(
+                        "member {p} is listed in view {} but never installed it",
+                        id.0
+                    ));
+                }
+            }
+        }
+    }
+    // A member restarts the group's state only if no other member of that view held it.
+    for (p, log) in &out.logs {
+        let Some((t, v)) = log.state_lost else {
+            continue;
+        };
+        let members = views
+            .get(&v)
+            .ok_or(format!("member {p} lost state in unknown view"))?;
+        for (q, other) in &out.logs {
+            if q != p
+                && members.contains(&other.member)
+                && other.crashed.is_none_or(|c| c > t)
+                && other.views.iter().any(|(tq, _, _)| *tq <= t)
+            {
+                return Err(format!(
+                    "member {p} restarted the state at view {} although member {q} held it",
+                    v.0
                 ));
             }
         }

@@ -43,6 +43,10 @@ pub enum Cmd {
     Member(MemberArgs),
     /// Build a namespace lab and run one member process per host for each configuration.
     Lab(LabArgs),
+    /// OrderedSend and Send through the full stack (agent + oracle processes) against raw
+    /// UDP and the data plane's Send, one and all senders, in one run on one topology
+    /// (namespace lab when root, else loopback processes).
+    Ordered(OrderedArgs),
 }
 
 /// Options shared by every topology.
@@ -259,6 +263,82 @@ pub struct LabArgs {
     /// Shared options.
     #[command(flatten)]
     pub opts: RunOpts,
+}
+
+/// `vsync-bench ordered` (see [`crate::ordered_bench`]).
+#[derive(Args, Debug, Clone)]
+pub struct OrderedArgs {
+    /// Hosts (namespace hosts, or processes on loopback): one member each; the oracle runs
+    /// on host 0 beside its member.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=16))]
+    pub hosts: u32,
+    /// Modes, comma-separated: raw, raw-ucast, reliable, send, ordered, ordered-r0.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "raw,reliable,send,ordered"
+    )]
+    pub modes: Vec<crate::ordered_bench::BenchMode>,
+    /// Message sizes, comma-separated (24..=60000).
+    #[arg(long, value_delimiter = ',', default_value = "64,1024", value_parser = parse_size)]
+    pub sizes: Vec<usize>,
+    /// Sender counts, comma-separated (numbers or `all`).
+    #[arg(long, value_delimiter = ',', default_value = "1,all")]
+    pub senders: Vec<Senders>,
+    /// Measured window per row, seconds.
+    #[arg(long, default_value = "3", value_parser = parse_duration)]
+    pub duration: f64,
+    /// Warm-up before the window, seconds.
+    #[arg(long, default_value = "0.5", value_parser = parse_warmup)]
+    pub warmup: f64,
+    /// Offered rate per sender, msgs/s (0 = unpaced: as fast as backpressure allows).
+    #[arg(long, default_value = "0", value_parser = parse_rate)]
+    pub rate: f64,
+    /// Raw modes with --rate 0: pace the raw senders at this many Mbit/s in total
+    /// (0 = unpaced, the default: raw senders then overrun receivers and lose messages).
+    #[arg(long, default_value = "0", value_parser = parse_rate)]
+    pub line_rate_mbps: f64,
+    /// Longest drain after sending stops, ms.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub drain_ms: u64,
+    /// Drain ends after this many ms without deliveries.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub idle_ms: u64,
+    /// SO_RCVBUF / SO_SNDBUF request in bytes.
+    #[arg(long, default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(4096..=(1 << 30)))]
+    pub socket_buffer: u64,
+    /// Raw / reliable: messages per sendmmsg / recvmmsg batch.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub batch: u64,
+    /// Raw / reliable: time given to member processes to start, ms.
+    #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u64).range(100..=30_000))]
+    pub startup_ms: u64,
+    /// Full stack: longest wait for the group to form, seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub startup_timeout_s: u64,
+    /// Full stack: the oracle's failure-detection timeout, ms (generous: 2 cores serve every
+    /// process, and a member starved past it would be excluded mid-run). Members' lease is half.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(400..=600_000))]
+    pub fd_timeout_ms: u64,
+    /// Full stack: the agent's bound on OrderedSend bytes held waiting for their order, MiB
+    /// (0 = the agent's default, 64 MiB).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    pub max_ordered_mb: u64,
+    /// Run on 127.0.0.1 even when a namespace lab could be built.
+    #[arg(long)]
+    pub loopback: bool,
+    /// Namespace prefix (default `vo<pid>`).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// `vsync-member` binary (default: beside this executable).
+    #[arg(long)]
+    pub member_bin: Option<std::path::PathBuf>,
+    /// `vsync-oracle` binary (default: beside this executable).
+    #[arg(long)]
+    pub oracle_bin: Option<std::path::PathBuf>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `--senders`: a count or every member.

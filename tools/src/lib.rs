@@ -15,6 +15,8 @@
 //! * [`member`] — one member's paced event loop and delivery accounting.
 //! * [`loopback`] — all members as threads on 127.0.0.1.
 //! * [`lab_run`] — one member per process / namespace, and the lab coordinator.
+//! * [`ordered_bench`] — `vsync-bench ordered`: OrderedSend / Send over the full stack
+//!   (real member and oracle processes) against raw UDP, and the member side of it.
 //! * [`report`] — per-receiver and aggregate figures, text and JSON output.
 //! * [`cli`] — `vsync-bench`'s command line.
 //! * [`json`] — a minimal JSON writer/parser (no serde in this workspace).
@@ -27,6 +29,7 @@ pub mod lab_run;
 pub mod loopback;
 pub mod member;
 pub mod netlab;
+pub mod ordered_bench;
 pub mod payload;
 pub mod raw;
 pub mod reliable;

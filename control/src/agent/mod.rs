@@ -140,6 +140,15 @@ pub enum AgentEvent {
     },
     /// This incarnation was excluded for good; restart under a new incarnation.
     Poisoned(FailureReason),
+    /// This member joined, but every member holding the group's state failed before passing
+    /// it on: the group's state starts afresh here (the Isis² initializer case). The view
+    /// `view` follows.
+    StateLost {
+        /// The group.
+        group: GroupId,
+        /// The view from which the state starts afresh.
+        view: ViewId,
+    },
 }
 
 /// Why an agent call was refused.
@@ -191,8 +200,9 @@ struct Slot {
     /// Joiner: waiting for a checkpoint covering views from this id.
     awaiting: Option<ViewId>,
     held: Vec<AgentEvent>,
-    /// Rank 0: members to send the next checkpoint to.
-    checkpoint_to: Vec<MemberId>,
+    /// Rank 0: per view installed, the members its checkpoint goes to (until the
+    /// application answers that view's [`AgentEvent::MakeCheckpoint`]).
+    checkpoint_to: BTreeMap<ViewId, Vec<MemberId>>,
     /// Multicasts sent in the group (reported for Dr. Multicast's traffic estimate).
     sent: u64,
 }
@@ -304,6 +314,13 @@ impl MemberAgent {
     /// The installed view of `group` at this member.
     pub fn view(&self, group: GroupId) -> Option<&View> {
         self.groups.get(&group).map(|s| &s.view)
+    }
+
+    /// True while this member joined `group` and still waits for its state.
+    pub fn is_awaiting_state(&self, group: GroupId) -> bool {
+        self.groups
+            .get(&group)
+            .is_some_and(|s| s.awaiting.is_some())
     }
 
     /// Every group with an installed view here, and that view.
@@ -420,13 +437,14 @@ impl MemberAgent {
             .map_err(AgentError::Send)
     }
 
-    /// Rank 0's answer to [`AgentEvent::MakeCheckpoint`]: the group's state, sent to every
-    /// joiner of `view`.
+    /// Rank 0's answer to [`AgentEvent::MakeCheckpoint`] for `view`: the group's state as of
+    /// that event, sent to every member that awaited it at that view (and is still a member).
     pub fn send_checkpoint(&mut self, group: GroupId, view: ViewId, state: &[u8]) {
         let Some(slot) = self.groups.get_mut(&group) else {
             return;
         };
-        let targets = std::mem::take(&mut slot.checkpoint_to);
+        let mut targets = slot.checkpoint_to.remove(&view).unwrap_or_default();
+        targets.retain(|m| slot.view.members.contains(m));
         let mut framed = Vec::with_capacity(state.len() + 5);
         framed.push(TAG_CHECKPOINT);
         framed.extend_from_slice(&view.0.to_le_bytes());
@@ -447,10 +465,12 @@ impl MemberAgent {
     }
 
     fn room(&self) -> usize {
-        let ordered_full = self
-            .groups
-            .values()
-            .any(|s| s.ordered.held_bytes() > self.cfg.max_ordered_bytes);
+        // The OrderedSend holdback limit pushes back only outside a view change: a flush
+        // needs every message up to the cut taken, and only the install empties the holdback
+        // (after rank 0 died, nothing else can).
+        let ordered_full = self.groups.values().any(|s| {
+            s.phase == FlushPhase::Idle && s.ordered.held_bytes() > self.cfg.max_ordered_bytes
+        });
         if ordered_full {
             0
         } else {
@@ -581,8 +601,14 @@ impl MemberAgent {
                     self.events.push_back(AgentEvent::Reply { seq, result });
                 }
             }
-            FromOracle::Gone { group } => {
-                if let Some(slot) = self.groups.remove(&group) {
+            FromOracle::Gone { group, view } => {
+                // A notice stamped with a view this member already holds (or an older one) is
+                // a late duplicate from before it joined again: ignore it.
+                let current = self.groups.get(&group).map(|s| s.view.id);
+                if let Some(slot) = current
+                    .filter(|c| c.0 < view.0)
+                    .and_then(|_| self.groups.remove(&group))
+                {
                     self.departed.insert(group, slot.view.id);
                     self.endpoint.leave(group);
                     self.generation += 1;
@@ -628,6 +654,7 @@ impl MemberAgent {
                     round: s.round,
                     phase: s.phase,
                     sent: s.sent,
+                    awaiting_state: s.awaiting.is_some(),
                 })
                 .collect();
             self.oracle_send(ToOracle::Heartbeat {
@@ -723,7 +750,7 @@ impl MemberAgent {
                     ordered: OrderedQueue::default(),
                     awaiting,
                     held: Vec::new(),
-                    checkpoint_to: Vec::new(),
+                    checkpoint_to: BTreeMap::new(),
                     sent: 0,
                 },
             );
@@ -847,32 +874,60 @@ impl MemberAgent {
         slot.report.clear();
         self.stats.views += 1;
         self.generation += 1;
-        // State transfer targets: this view's joiners, plus the previous view's joiners if
-        // that view's rank 0 is gone (it may have died before sending theirs).
-        let rank0 = v.members[0];
-        let mut targets: Vec<MemberId> = if v.members.len() > v.joined.len() {
+        // State transfer. Members awaiting their state: this view's joiners (when the view has
+        // older members), the previous view's joiners if its rank 0 is gone (it may have died
+        // before serving them), and whoever told the oracle it still waits (e.g. two rank 0s
+        // in a row died). The server is the lowest-ranked member not awaiting; with none, all
+        // holders of the group's state failed before passing it on and the lowest-ranked
+        // member restarts the group's state from scratch.
+        let mut awaiting: Vec<MemberId> = if v.members.len() > v.joined.len() {
             v.joined.clone()
         } else {
             Vec::new()
         };
-        if old.members.first() != Some(&rank0) {
-            for m in &old.joined {
-                if v.members.contains(m) && !targets.contains(m) {
-                    targets.push(*m);
-                }
-            }
+        if old.members.first() != v.members.first() {
+            awaiting.extend(old.joined.iter().copied());
         }
-        targets.retain(|m| *m != me);
-        if rank0 == me && slot.awaiting.is_some() {
-            // Nobody left to transfer state from: start from what we have.
+        awaiting.extend(st.awaiting.iter().copied());
+        // This member knows its own case exactly.
+        if slot.awaiting.is_some() {
+            awaiting.push(me);
+        } else {
+            awaiting.retain(|m| *m != me);
+        }
+        awaiting.retain(|m| v.members.contains(m));
+        awaiting.sort_unstable();
+        awaiting.dedup();
+        let mut server = v
+            .members
+            .iter()
+            .copied()
+            .find(|m| awaiting.binary_search(m).is_err());
+        if server.is_none() && v.members[0] == me && slot.awaiting.is_some() {
+            // The restarted state is then served to the other members awaiting it.
+            server = Some(me);
             slot.awaiting = None;
             let held = std::mem::take(&mut slot.held);
-            self.events.extend(held);
+            self.events
+                .push_back(AgentEvent::StateLost { group, view: v.id });
+            // Events of earlier views are dropped with the state they would have built on.
+            self.events.extend(held.into_iter().filter(|e| match e {
+                AgentEvent::View(x) => x.id.0 >= v.id.0,
+                AgentEvent::Deliver { view, .. } => view.0 >= v.id.0,
+                _ => true,
+            }));
         }
         self.emit(group, AgentEvent::View(v.clone()));
-        if rank0 == me && !targets.is_empty() {
-            self.groups.get_mut(&group).expect("present").checkpoint_to = targets;
-            self.emit(group, AgentEvent::MakeCheckpoint { group, view: v.id });
+        if server == Some(me) {
+            let targets: Vec<MemberId> = awaiting.into_iter().filter(|m| *m != me).collect();
+            if !targets.is_empty() {
+                self.groups
+                    .get_mut(&group)
+                    .expect("present")
+                    .checkpoint_to
+                    .insert(v.id, targets);
+                self.emit(group, AgentEvent::MakeCheckpoint { group, view: v.id });
+            }
         }
     }
 

@@ -199,6 +199,17 @@ impl OracleState {
         self.groups.get(&group)
     }
 
+    /// The view a "you are not in this group" notice is stamped with: the installed view, or
+    /// one past the last view of a terminated group (`u32::MAX` if the group is unknown). A
+    /// member holding that view or a newer one of the group ignores the notice as stale.
+    pub fn departure_view(&self, group: GroupId) -> ViewId {
+        match (self.groups.get(&group), self.retired.get(&group)) {
+            (Some(rec), _) => rec.installed.id,
+            (None, Some(last)) => ViewId(last.0.saturating_add(1)),
+            (None, None) => ViewId(u32::MAX),
+        }
+    }
+
     /// A group's current view.
     pub fn view(&self, group: GroupId) -> Option<&View> {
         self.groups.get(&group).map(|g| &g.view)
@@ -827,6 +838,9 @@ impl OracleState {
                     }
                 }
                 let rec = self.groups.get_mut(&group).expect("present");
+                // Only the live reporters' reports make the cut: drop the others, so a later
+                // failure restarts the round only if it hits a participant of this cut.
+                rec.flush.reports.retain(|m, _| reporters.contains(m));
                 rec.flush.cut = Some(cut.clone());
                 events.push(Event::FlushCut {
                     group,

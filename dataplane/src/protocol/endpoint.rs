@@ -1238,8 +1238,9 @@ impl<S: DeliverySink> Endpoint<S> {
     /// stream stops accepting frames beyond its current contiguous position (its limit; frames
     /// above are dropped as [`DropReason::Wedged`]). This member's own stream keeps
     /// transmitting frames it already admitted and keeps serving NAKs; point-to-point traffic
-    /// continues. Idempotent: calling it again returns the current positions (which grow as
-    /// relays fill streams up to a cut).
+    /// continues. Calling it again (a new flush round) re-freezes every stream at what it
+    /// holds then, drops the previous round's cut and relay requests, and reports those
+    /// positions; until the next [`Endpoint::flush`] nothing beyond them is accepted.
     pub fn wedge(&mut self, group: GroupId, view: ViewId) -> Result<WedgeReport, ViewChangeError> {
         let gi = self.vc_group(group)?;
         let me = self.me;
@@ -1250,14 +1251,20 @@ impl<S: DeliverySink> Endpoint<S> {
                 asked: view,
             });
         }
-        if g.wedge.is_none() {
-            g.wedge = Some(Wedge::default());
-            for p in g.peers.iter_mut() {
-                let pos = p.recv.received - 1;
-                p.recv.set_limit(pos);
-                p.recv.nak_at = None;
-                p.recv.nak_due = false;
-            }
+        // Every call (a new flush round included) freezes each incoming stream at what it
+        // holds now and forgets any previous round's cut and relay requests: frames relayed
+        // after this report would otherwise be delivered beyond the next cut, which is
+        // computed from these positions.
+        let report_at = g.wedge.as_ref().map(|w| w.report_at);
+        g.wedge = Some(Wedge {
+            report_at: report_at.unwrap_or_default(),
+            ..Wedge::default()
+        });
+        for p in g.peers.iter_mut() {
+            let pos = p.recv.received - 1;
+            p.recv.set_limit(pos);
+            p.recv.nak_at = None;
+            p.recv.nak_due = false;
         }
         let positions = g
             .members

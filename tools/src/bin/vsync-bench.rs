@@ -6,6 +6,8 @@
 //!   member in this process; prints its result as one JSON line.
 //! * `vsync-bench lab --hosts N --modes raw,reliable --sizes 64,1024 --senders 1,all …` —
 //!   builds a namespace lab and runs one member process per host for each configuration.
+//! * `vsync-bench ordered --hosts 3 --sizes 64,1024 --senders 1,all` — OrderedSend and Send
+//!   through the full stack vs. raw UDP and the data plane's Send, in one run.
 //!
 //! Progress lines go to stderr; results (text tables, or JSON with `--json`) to stdout.
 
@@ -14,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vsync_tools::cli::{Cli, Cmd};
-use vsync_tools::{lab_run, loopback, signals};
+use vsync_tools::{lab_run, loopback, ordered_bench, signals};
 
 fn real_main(cli: Cli) -> io::Result<i32> {
     match cli.cmd {
@@ -36,6 +38,7 @@ fn real_main(cli: Cli) -> io::Result<i32> {
             Ok(0)
         }
         Some(Cmd::Lab(args)) => lab_run::run_lab(&args),
+        Some(Cmd::Ordered(args)) => ordered_bench::run_ordered(&args),
     }
 }
 

@@ -18,6 +18,23 @@
 //! Everything it observes goes to the JSON-lines `--log` (see `vsync_tools::vsync_lab`),
 //! flushed every cycle. It runs until SIGTERM/SIGINT, until poisoned or excluded from the
 //! group (logged, exit 0), or until `--exit-after-ms` (if non-zero). Exit 1 on errors.
+//!
+//! # Throughput benchmark (`--bench-secs S`)
+//!
+//! ```text
+//! vsync-member --process 2 --listen 10.77.1.2:0 --oracle 1=10.77.1.1:7100 --join \
+//!              --bench-secs 3 --kind ordered|send --size 1024 --rate 0 \
+//!              --bench-members 3 [--bench-senders K] [--bench-control] [--bench-tag T]
+//! ```
+//!
+//! Instead of logging every message: wait until the view has `--bench-members` members, then
+//! stream `--kind` messages for S seconds (processes `1..=K` send; `--rate 0` = unpaced, a
+//! refused send — backpressure or a wedged view — is retried) and print ONE JSON line on stdout:
+//! the benchmark harness's member result (per-sender delivery counts, messages and bytes
+//! delivered inside the window, one-way latency histogram from the send timestamp in the
+//! payload — same-machine clocks only). See `vsync_tools::ordered_bench` for the start/stop
+//! protocol (`@ready` on stderr, `start <ns>` / `stop` on stdin with `--bench-control`).
+//! `--log` is not used in this mode.
 
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
@@ -32,6 +49,7 @@ use vsync_dataplane::config::ProtocolConfig;
 use vsync_dataplane::engine::EngineConfig;
 use vsync_dataplane::MemberId;
 use vsync_tools::json::Json;
+use vsync_tools::ordered_bench::{self, AgentBenchOpts, StartControl};
 use vsync_tools::signals;
 use vsync_tools::vsync_lab::{parse_replicas, state_step, MemberLogWriter};
 
@@ -71,9 +89,9 @@ struct Args {
     /// Payload bytes (≥ 12).
     #[arg(long, default_value_t = 64)]
     size: usize,
-    /// JSON-lines log of views, states, deliveries and sends.
+    /// JSON-lines log of views, states, deliveries and sends (required unless --bench-secs).
     #[arg(long)]
-    log: PathBuf,
+    log: Option<PathBuf>,
     /// Heartbeat interval towards the oracle (ms).
     #[arg(long, default_value_t = 100)]
     heartbeat_ms: u64,
@@ -84,6 +102,43 @@ struct Args {
     /// Exit after this long (ms; 0 = run until a signal).
     #[arg(long, default_value_t = 0)]
     exit_after_ms: u64,
+    /// Throughput benchmark: measured window in seconds (0 = off; see the module docs).
+    #[arg(long, default_value_t = 0.0)]
+    bench_secs: f64,
+    /// Benchmark: warm-up before the window, seconds.
+    #[arg(long, default_value_t = 0.5)]
+    bench_warmup_secs: f64,
+    /// Benchmark: `ordered` (OrderedSend) or `send` (Send).
+    #[arg(long, default_value = "ordered", value_parser = ordered_bench::parse_kind)]
+    kind: MsgKind,
+    /// Benchmark: group size to wait for before starting.
+    #[arg(long, default_value_t = 2)]
+    bench_members: u32,
+    /// Benchmark: processes 1..=K send (default: all members).
+    #[arg(long)]
+    bench_senders: Option<u32>,
+    /// Benchmark: run tag shared by the run's members.
+    #[arg(long, default_value_t = 0x7673_796e)]
+    bench_tag: u32,
+    /// Benchmark: take `start <ns>` / `stop` from stdin (else start 1 s after the view forms).
+    #[arg(long)]
+    bench_control: bool,
+    /// Benchmark without --bench-control: keep serving the group this long after the result.
+    #[arg(long, default_value_t = 3000)]
+    bench_linger_ms: u64,
+    /// Benchmark: longest drain after sending stops (ms).
+    #[arg(long, default_value_t = 5000)]
+    drain_ms: u64,
+    /// Benchmark: the drain ends after this long without deliveries (ms).
+    #[arg(long, default_value_t = 300)]
+    idle_ms: u64,
+    /// Agent bound on OrderedSend bytes held waiting for their order, MiB (0 = the agent's
+    /// default); past it the agent refuses deliveries (backpressure).
+    #[arg(long, default_value_t = 0)]
+    max_ordered_mb: usize,
+    /// Benchmark: SO_RCVBUF / SO_SNDBUF request (bytes).
+    #[arg(long, default_value_t = 8 << 20)]
+    socket_buffer: usize,
 }
 
 fn protocol_config() -> ProtocolConfig {
@@ -100,6 +155,63 @@ fn io_err(e: std::io::Error) -> String {
     format!("log: {e}")
 }
 
+/// `--bench-secs`: the data plane as #2's reliable benchmark configures it (protocol defaults
+/// from `VSYNC_*`, messages capped at 64 KiB, the benchmark's socket buffers).
+fn run_bench(args: Args) -> Result<(), String> {
+    if args.size < vsync_tools::payload::HEADER_LEN || args.size > 60_000 {
+        return Err("--size must be 24..=60000 with --bench-secs".into());
+    }
+    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+        return Err("--rate must be 0 (unpaced) or positive".into());
+    }
+    if !(args.bench_secs.is_finite() && (0.0..=3600.0).contains(&args.bench_warmup_secs)) {
+        return Err("bad --bench-secs / --bench-warmup-secs".into());
+    }
+    let replicas = parse_replicas(&args.oracle)?;
+    let me = MemberId::new(args.process, args.incarnation);
+    signals::install().map_err(|e| format!("signal handlers: {e}"))?;
+    let mut cfg = RuntimeConfig::new(me, args.listen, replicas);
+    cfg.agent = AgentConfig {
+        heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
+        lease: Duration::from_millis(args.lease_ms.max(1)),
+        ..AgentConfig::default()
+    };
+    if args.max_ordered_mb > 0 {
+        cfg.agent.max_ordered_bytes = args.max_ordered_mb << 20;
+    }
+    let mut protocol = ProtocolConfig::from_env().map_err(|e| e.to_string())?;
+    if std::env::var_os("VSYNC_MAXMSGLEN").is_none() {
+        protocol.max_message_bytes = protocol.max_message_bytes.min(64 << 10);
+    }
+    cfg.protocol = protocol;
+    cfg.engine = EngineConfig::from_env().map_err(|e| e.to_string())?;
+    cfg.engine.socket_buffer_bytes = args.socket_buffer;
+    let rt = MemberRuntime::new(cfg).map_err(|e| e.to_string())?;
+    let opts = AgentBenchOpts {
+        group: args.group.clone(),
+        create: args.create,
+        kind: args.kind,
+        members: args.bench_members,
+        senders: args.bench_senders.unwrap_or(args.bench_members),
+        size: args.size,
+        rate: args.rate,
+        warmup: Duration::from_secs_f64(args.bench_warmup_secs),
+        duration: Duration::from_secs_f64(args.bench_secs),
+        drain: Duration::from_millis(args.drain_ms),
+        idle: Duration::from_millis(args.idle_ms.max(1)),
+        tag: args.bench_tag,
+        control: if args.bench_control {
+            StartControl::Stdin
+        } else {
+            StartControl::Auto {
+                linger: Duration::from_millis(args.bench_linger_ms),
+            }
+        },
+        view_timeout: Duration::from_secs(60),
+    };
+    ordered_bench::run_agent_bench(rt, &opts)
+}
+
 fn run(args: Args) -> Result<(), String> {
     if !args.create && !args.join {
         return Err("one of --create or --join is required".into());
@@ -107,6 +219,12 @@ fn run(args: Args) -> Result<(), String> {
     if args.process == 0 || args.incarnation == 0 {
         return Err("--process and --incarnation start at 1".into());
     }
+    if args.bench_secs > 0.0 {
+        return run_bench(args);
+    }
+    let Some(log_path) = args.log.clone() else {
+        return Err("--log is required (unless --bench-secs)".into());
+    };
     if args.size < 12 || args.size > 60_000 {
         return Err("--size must be 12..=60000".into());
     }
@@ -125,7 +243,7 @@ fn run(args: Args) -> Result<(), String> {
     cfg.protocol = protocol_config();
     cfg.engine = EngineConfig::from_env().map_err(|e| e.to_string())?;
     let mut rt = MemberRuntime::new(cfg).map_err(|e| e.to_string())?;
-    let mut log = MemberLogWriter::create(&args.log).map_err(io_err)?;
+    let mut log = MemberLogWriter::create(&log_path).map_err(io_err)?;
     log.start(me, &rt.data_addr().to_string()).map_err(io_err)?;
     log.flush().map_err(io_err)?;
 
@@ -272,6 +390,7 @@ fn run(args: Args) -> Result<(), String> {
                     finished = Some("gone".into());
                 }
                 AgentEvent::Gone { .. } => {}
+                AgentEvent::StateLost { .. } => state = 0,
                 AgentEvent::Poisoned(reason) => {
                     log.event("poisoned", Json::obj().with("reason", reason.to_string()))
                         .map_err(io_err)?;
