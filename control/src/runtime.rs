@@ -722,6 +722,7 @@ mod tests {
                 round: 0,
                 phase: crate::proto::FlushPhase::Idle,
                 sent: 0,
+                awaiting_state: false,
             }],
         };
         assert_eq!(

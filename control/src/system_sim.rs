@@ -267,6 +267,8 @@ fn agent_config(t: &SimTiming) -> AgentConfig {
     AgentConfig {
         heartbeat: t.fd.interval,
         lease: t.lease,
+        // Small enough that OrderedSend's sender credit (WouldBlock) is exercised.
+        max_ordered_bytes: 16 << 10,
         ..AgentConfig::default()
     }
 }

@@ -63,7 +63,9 @@ pub struct AgentConfig {
     pub lease: Duration,
     /// Most application events queued before deliveries push back.
     pub max_events: usize,
-    /// Most bytes of OrderedSends held waiting for their order before deliveries push back.
+    /// Bound on OrderedSend bytes waiting for their order at any member: each member may
+    /// have at most this divided by the group size of its own OrderedSends not yet ordered
+    /// (further `ordered_send`s are `WouldBlock`), so every member's holdback stays below it.
     pub max_ordered_bytes: usize,
 }
 
@@ -205,6 +207,8 @@ struct Slot {
     checkpoint_to: BTreeMap<ViewId, Vec<MemberId>>,
     /// Multicasts sent in the group (reported for Dr. Multicast's traffic estimate).
     sent: u64,
+    /// Bytes of this member's OrderedSends not yet delivered in the total order here.
+    ordered_unordered: usize,
 }
 
 /// One member process's control-plane agent. See the module docs.
@@ -316,6 +320,14 @@ impl MemberAgent {
         self.groups.get(&group).map(|s| &s.view)
     }
 
+    /// Bytes of OrderedSends held here waiting for their order (bounded by
+    /// [`AgentConfig::max_ordered_bytes`] through the senders' credit).
+    pub fn ordered_held_bytes(&self, group: GroupId) -> usize {
+        self.groups
+            .get(&group)
+            .map_or(0, |s| s.ordered.held_bytes())
+    }
+
     /// True while this member joined `group` and still waits for its state.
     pub fn is_awaiting_state(&self, group: GroupId) -> bool {
         self.groups
@@ -416,8 +428,31 @@ impl MemberAgent {
     }
 
     /// OrderedSend: totally ordered multicast.
+    ///
+    /// Flow control: a member's OrderedSends not yet delivered in the total order at itself
+    /// may hold at most `max_ordered_bytes / members` bytes (one message always fits); beyond
+    /// that the call is `WouldBlock` until the sequencer's order catches up. This bounds the
+    /// holdback at every member without ever refusing deliveries (which could block the
+    /// sequencer's own order announcements).
     pub fn ordered_send(&mut self, group: GroupId, payload: &[u8]) -> Result<(), AgentError> {
-        self.multicast(group, TAG_ORDERED, payload)
+        if let Some(slot) = self.groups.get(&group) {
+            let credit = self.cfg.max_ordered_bytes / slot.view.members.len().max(1);
+            if slot.ordered_unordered > 0 && slot.ordered_unordered + payload.len() > credit {
+                return Err(AgentError::Send(SendError::WouldBlock));
+            }
+        }
+        // Counted before sending: the sender's own copy may be delivered (and so uncounted)
+        // during the call.
+        if let Some(slot) = self.groups.get_mut(&group) {
+            slot.ordered_unordered += payload.len();
+        }
+        let r = self.multicast(group, TAG_ORDERED, payload);
+        if r.is_err() {
+            if let Some(slot) = self.groups.get_mut(&group) {
+                slot.ordered_unordered = slot.ordered_unordered.saturating_sub(payload.len());
+            }
+        }
+        r
     }
 
     /// P2PSend: reliable FIFO message to one member of the group.
@@ -465,17 +500,7 @@ impl MemberAgent {
     }
 
     fn room(&self) -> usize {
-        // The OrderedSend holdback limit pushes back only outside a view change: a flush
-        // needs every message up to the cut taken, and only the install empties the holdback
-        // (after rank 0 died, nothing else can).
-        let ordered_full = self.groups.values().any(|s| {
-            s.phase == FlushPhase::Idle && s.ordered.held_bytes() > self.cfg.max_ordered_bytes
-        });
-        if ordered_full {
-            0
-        } else {
-            self.cfg.max_events.saturating_sub(self.events.len())
-        }
+        self.cfg.max_events.saturating_sub(self.events.len())
     }
 
     fn check_sendable(&self, group: GroupId) -> Result<(), AgentError> {
@@ -752,6 +777,7 @@ impl MemberAgent {
                     held: Vec::new(),
                     checkpoint_to: BTreeMap::new(),
                     sent: 0,
+                    ordered_unordered: 0,
                 },
             );
             self.stats.views += 1;
@@ -842,6 +868,7 @@ impl MemberAgent {
         let slot = self.groups.get_mut(&group).expect("present");
         let old = slot.view.clone();
         let leftovers = slot.ordered.finish_view(&old.members);
+        slot.ordered_unordered = 0;
         for (sender, _, payload) in leftovers {
             self.emit(
                 group,
@@ -1105,6 +1132,9 @@ impl MemberAgent {
             let Some((sender, _, payload)) = slot.ordered.poll(rank0) else {
                 break;
             };
+            if sender == self.me {
+                slot.ordered_unordered = slot.ordered_unordered.saturating_sub(payload.len());
+            }
             self.emit(
                 group,
                 AgentEvent::Deliver {
