@@ -266,7 +266,12 @@ impl OracleService {
             }
             ToOracle::Heartbeat { groups, .. } => {
                 self.note_traffic(now, member, &groups);
-                // Always answered: the member's lease depends on hearing from us.
+                if !self.quorum_fresh() {
+                    // Possibly deposed on the minority side of a partition: do not renew the
+                    // member's lease (it must stop delivering before the majority excludes it).
+                    return;
+                }
+                // Answered: the member's lease depends on hearing from us.
                 self.send(member, FromOracle::Welcome { member });
                 self.answer_heartbeat(member, &groups);
             }
@@ -375,6 +380,15 @@ impl OracleService {
             self.propose(now, Command::SetTraffic { rates });
         }
         self.propose(now, Command::RemapMulticast { params });
+    }
+
+    /// True if the leader heard from a majority of replicas within half the failure-detection
+    /// timeout (the member lease): members it answers cannot be excluded on the other side of
+    /// a partition before their lease runs out. Always true for a single replica.
+    fn quorum_fresh(&self) -> bool {
+        let lease = self.cfg.fd.timeout / 2;
+        let ticks = (lease.as_nanos() / self.cfg.tick.as_nanos().max(1)) as u64;
+        self.replica.quorum_heard_within(ticks.max(2))
     }
 
     fn propose(&mut self, now: Timestamp, command: Command) {

@@ -379,6 +379,8 @@ pub struct Replica {
     snapshot_sent: BTreeMap<u64, u64>,
     /// Draws election timeouts (see the module docs on determinism).
     election_rng: Rng,
+    /// Per peer: the tick of the last raft message accepted from it.
+    peer_heard: BTreeMap<u64, u64>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -466,6 +468,7 @@ impl Replica {
             ticks: 0,
             snapshot_sent: BTreeMap::new(),
             election_rng,
+            peer_heard: BTreeMap::new(),
         };
         if replica.config.peers.len() == 1 {
             // Sole voter: elect ourselves now rather than after an election timeout.
@@ -595,6 +598,24 @@ impl Replica {
         }
     }
 
+    /// True if this replica heard from a majority of the cluster (itself included) within the
+    /// last `ticks` ticks. A leader that cannot say so may already be deposed on the other
+    /// side of a partition, so it must not vouch for anything (e.g. renew member leases).
+    pub fn quorum_heard_within(&self, ticks: u64) -> bool {
+        let others = self
+            .config
+            .peers
+            .iter()
+            .filter(|p| **p != self.config.id)
+            .filter(|p| {
+                self.peer_heard
+                    .get(p)
+                    .is_some_and(|t| self.ticks.saturating_sub(*t) <= ticks)
+            })
+            .count();
+        (others + 1) * 2 > self.config.peers.len()
+    }
+
     /// Advances raft's logical clock by one tick (heartbeats, elections, quorum checks).
     pub fn tick(&mut self) {
         if self.broken {
@@ -661,6 +682,7 @@ impl Replica {
             return Err(e);
         }
         self.stats.stepped += 1;
+        self.peer_heard.insert(msg.from, self.ticks);
         match self.guarded(|r| {
             r.node.step(msg).map_err(|e| e.to_string())?;
             r.drive();
@@ -1117,6 +1139,13 @@ mod tests {
             assert!(ticks < 200, "majority elected no leader");
         }
         assert!(old_commits.is_empty(), "minority committed {old_commits:?}");
+        // Cut off for that long, the old leader no longer claims a recent quorum (it must not
+        // renew member leases), while the new leader does.
+        assert!(!rs[old].quorum_heard_within(5));
+        let new = (0..rs.len())
+            .find(|i| *i != old && rs[*i].is_leader())
+            .unwrap();
+        assert!(rs[new].quorum_heard_within(5));
         // check_quorum: the old leader steps down within an election timeout.
         for _ in 0..40 {
             for r in rs.iter_mut() {
