@@ -963,35 +963,16 @@ impl<S: DeliverySink> Endpoint<S> {
                     DeliveryKind::Send
                 };
                 let stream = if p2p { &mut p.p2p_recv } else { &mut p.recv };
-                let mut o = Outcome::default();
-                let mut deliver = |seq: u64, payload: &[u8]| {
-                    let ok = sink.deliver(&Delivery {
-                        group: gid,
-                        view,
-                        sender,
-                        kind: dkind,
-                        seq,
-                        payload,
-                    });
-                    if ok {
-                        stats.bytes_delivered += payload.len() as u64;
-                    }
-                    ok
-                };
-                stream.on_data(seq, frag, payload, limits, &mut deliver, &mut o);
-                stats.messages_delivered += o.delivered as u64;
-                if o.duplicate {
-                    stats.duplicates += 1;
-                }
-                if let Some(r) = o.drop {
-                    drops.count(r);
-                }
-                for _ in 0..o.malformed {
-                    drops.count(DropReason::MalformedFrame);
-                }
-                for _ in 0..o.retention_full {
-                    drops.count(DropReason::RetentionFull);
-                }
+                let from = (gid, view, sender, dkind);
+                let o = feed_stream(
+                    stream,
+                    (seq, frag, payload),
+                    from,
+                    limits,
+                    sink,
+                    stats,
+                    drops,
+                );
                 if o.new_gap && stream.nak_at.is_none() && (p2p || !wedged) {
                     let jitter = if nak_delay == 0 {
                         0
@@ -1179,35 +1160,16 @@ impl<S: DeliverySink> Endpoint<S> {
         stats.relay_frames_received += 1;
         let (gid, view) = (g.id, g.view);
         let stream = &mut g.peers[xi].recv;
-        let mut o = Outcome::default();
-        let mut deliver = |seq: u64, payload: &[u8]| {
-            let ok = sink.deliver(&Delivery {
-                group: gid,
-                view,
-                sender: origin,
-                kind: DeliveryKind::Send,
-                seq,
-                payload,
-            });
-            if ok {
-                stats.bytes_delivered += payload.len() as u64;
-            }
-            ok
-        };
-        stream.on_data(seq, frag, payload, limits, &mut deliver, &mut o);
-        stats.messages_delivered += o.delivered as u64;
-        if o.duplicate {
-            stats.duplicates += 1;
-        }
-        if let Some(r) = o.drop {
-            drops.count(r);
-        }
-        for _ in 0..o.malformed {
-            drops.count(DropReason::MalformedFrame);
-        }
-        for _ in 0..o.retention_full {
-            drops.count(DropReason::RetentionFull);
-        }
+        let from = (gid, view, origin, DeliveryKind::Send);
+        feed_stream(
+            stream,
+            (seq, frag, payload),
+            from,
+            limits,
+            sink,
+            stats,
+            drops,
+        );
         let received = stream.received;
         g.ack_dirty = true;
         // Everything requested for this stream arrived: ask for the next batch at once.
@@ -2018,6 +1980,50 @@ fn is_reliable_p2p(f: &Frame<'_>) -> bool {
             | Frame::Nak { p2p: true, .. }
             | Frame::High { p2p: true, .. }
     )
+}
+
+/// Feeds one data frame (`(seq, fragment info, payload)`) of `from = (group, view, sender,
+/// kind)` to an incoming stream, delivering through `sink` and counting deliveries,
+/// duplicates and drops. The one path for MSG/FRAG frames and relayed frames.
+fn feed_stream<S: DeliverySink>(
+    stream: &mut RecvStream,
+    (seq, frag, payload): (u64, Option<FragInfo>, &[u8]),
+    (group, view, sender, kind): (GroupId, ViewId, MemberId, DeliveryKind),
+    limits: &RecvLimits,
+    sink: &mut S,
+    stats: &mut EndpointStats,
+    drops: &mut DropCounters,
+) -> Outcome {
+    let mut o = Outcome::default();
+    let mut deliver = |seq: u64, payload: &[u8]| {
+        let ok = sink.deliver(&Delivery {
+            group,
+            view,
+            sender,
+            kind,
+            seq,
+            payload,
+        });
+        if ok {
+            stats.bytes_delivered += payload.len() as u64;
+        }
+        ok
+    };
+    stream.on_data(seq, frag, payload, limits, &mut deliver, &mut o);
+    stats.messages_delivered += o.delivered as u64;
+    if o.duplicate {
+        stats.duplicates += 1;
+    }
+    if let Some(r) = o.drop {
+        drops.count(r);
+    }
+    for _ in 0..o.malformed {
+        drops.count(DropReason::MalformedFrame);
+    }
+    for _ in 0..o.retention_full {
+        drops.count(DropReason::RetentionFull);
+    }
+    o
 }
 
 impl<S: DeliverySink> Protocol for Endpoint<S> {
