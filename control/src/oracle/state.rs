@@ -818,18 +818,33 @@ impl OracleState {
                 && reporters.iter().all(|m| rec.flush.reports.contains_key(m))
             {
                 let mut cut = Vec::new();
+                let position = |r: &MemberId, sender: &MemberId| {
+                    rec.flush.reports[r]
+                        .iter()
+                        .find(|(s, _)| s == sender)
+                        .map_or(0, |(_, p)| *p)
+                };
                 for sender in &rec.installed.members {
+                    // Nobody can hold more of a stream than its sender admitted: a live
+                    // sender's own report caps the others' (a buggy report cannot stall the
+                    // flush waiting for frames that never existed).
+                    let cap = if reporters.contains(sender) {
+                        position(sender, sender)
+                    } else {
+                        u64::MAX
+                    };
                     let mut best: Option<(u64, MemberId)> = None;
                     for r in &reporters {
-                        let pos = rec.flush.reports[r]
-                            .iter()
-                            .find(|(s, _)| s == sender)
-                            .map_or(0, |(_, p)| *p);
+                        let pos = position(r, sender).min(cap);
                         if pos > best.map_or(0, |b| b.0) {
                             best = Some((pos, *r));
                         }
                     }
-                    if let Some((through, holder)) = best {
+                    if let Some((through, mut holder)) = best {
+                        // A live sender holds all of its own stream: prefer it as the source.
+                        if cap == through {
+                            holder = *sender;
+                        }
                         cut.push(CutPoint {
                             sender: *sender,
                             through,
@@ -1415,6 +1430,33 @@ mod tests {
         // b's failure was merged into the pending next view: one install, v3 = {a}.
         assert_eq!(flush_events(&ev), vec!["installed v3 [1]"]);
         assert!(st.flushing.is_empty());
+    }
+
+    #[test]
+    fn a_live_senders_own_report_caps_the_cut() {
+        let mut st = OracleState::new();
+        let (a, b, c) = (m(1, 1), m(2, 1), m(3, 1));
+        for x in [a, b, c] {
+            register(&mut st, x);
+        }
+        let g = create(&mut st, "g", a);
+        st.apply(&Command::Join {
+            group: g,
+            member: b,
+            signature: sig("S"),
+        })
+        .unwrap();
+        report(&mut st, g, 1, 1, a, &[]).unwrap();
+        done(&mut st, g, 1, 1, a).unwrap();
+        st.apply(&Command::Join {
+            group: g,
+            member: c,
+            signature: sig("S"),
+        })
+        .unwrap();
+        report(&mut st, g, 2, 2, a, &[(a, 3), (b, 1_000_000)]).unwrap();
+        let ev = report(&mut st, g, 2, 2, b, &[(a, 3), (b, 5)]).unwrap();
+        assert_eq!(flush_events(&ev), vec!["cut v2 r2 [(1, 3, 1), (2, 5, 2)]"]);
     }
 
     #[test]
