@@ -26,6 +26,20 @@
 //! [`RuntimeConfig::oracle_poll`], because the engine does not watch the oracle socket: oracle
 //! messages therefore wait at most that long (default 5 ms, far below the 100 ms heartbeat).
 //!
+//! # IP multicast (Dr. Multicast)
+//!
+//! The oracle's Dr. Multicast mapping announces, per group, at most an IPv4 multicast address
+//! (`GroupStatus.mcast`); the port is a convention shared by every member of a deployment:
+//! [`RuntimeConfig::multicast_port`], which the `vsync-member` tool sets to
+//! [`DEFAULT_MULTICAST_PORT`] (7300) unless told otherwise. With a port set, a member joins
+//! the group's address on its data interface and the engine's address book sends the group's
+//! traffic there (one datagram per message instead of one per member). When a remap moves the
+//! group (the agent's `generation()` changes), the member joins the new address at once,
+//! routes the group there, and leaves the old one two seconds later (peers that have not seen
+//! the remap yet still send there) unless another of its groups still uses it (Dr. Multicast
+//! may map several groups to one address). Without a port (the library default) every group uses unicast
+//! fan-out whatever the oracle maps.
+//!
 //! # Oracle replica restarts
 //!
 //! Oracle storage is in memory. A killed replica loses its raft log and must not rejoin
@@ -53,6 +67,13 @@ use crate::service::{OracleService, ServiceConfig, ServiceOutput};
 pub const FRAME_RAFT: u8 = b'R';
 /// Frame kind of a member's datagram to a replica.
 pub const FRAME_MEMBER: u8 = b'M';
+
+/// The conventional port of the groups' IP-multicast addresses (see the module docs).
+pub const DEFAULT_MULTICAST_PORT: u16 = 7300;
+
+/// How long a member stays joined to a multicast address after a remap moved its groups
+/// away, so datagrams peers still send there (before they see the remap) are received.
+const MULTICAST_LEAVE_GRACE: Duration = Duration::from_secs(2);
 
 /// Largest oracle datagram handled (UDP's limit).
 const MAX_DATAGRAM: usize = 65536;
@@ -202,6 +223,10 @@ pub struct RuntimeStats {
     pub send_errors: u64,
     /// Address-book refreshes.
     pub refreshes: u64,
+    /// IP-multicast addresses joined (each join of a new address counts once).
+    pub multicast_joins: u64,
+    /// IP-multicast addresses left (remapped away or no group uses them any more).
+    pub multicast_leaves: u64,
 }
 
 /// A member process's driver. See the module docs.
@@ -215,6 +240,7 @@ pub struct MemberRuntime {
     oracle_poll: Duration,
     seen_generation: Option<u64>,
     routed: BTreeMap<GroupId, Option<SocketAddrV4>>,
+    leaving: BTreeMap<SocketAddrV4, Timestamp>,
     buf: Vec<u8>,
     stats: RuntimeStats,
 }
@@ -273,6 +299,7 @@ impl MemberRuntime {
             oracle_poll: cfg.oracle_poll.max(Duration::from_micros(100)),
             seen_generation: None,
             routed: BTreeMap::new(),
+            leaving: BTreeMap::new(),
             buf: vec![0u8; MAX_DATAGRAM],
             stats: RuntimeStats::default(),
         })
@@ -311,6 +338,12 @@ impl MemberRuntime {
     /// Oracle-link counters.
     pub fn stats(&self) -> &RuntimeStats {
         &self.stats
+    }
+
+    /// The IP-multicast address (and port) the address book currently sends `group`'s traffic
+    /// to; `None` when the group uses unicast fan-out or is not routed.
+    pub fn multicast_route(&self, group: GroupId) -> Option<SocketAddrV4> {
+        self.routed.get(&group).copied().flatten()
     }
 
     /// One duty cycle: oracle datagrams in, address book refreshed, one engine cycle (parking
@@ -388,9 +421,29 @@ impl MemberRuntime {
         n
     }
 
+    /// Leaves the multicast addresses whose grace period ended.
+    fn expire_leaves(&mut self) {
+        if self.leaving.is_empty() {
+            return;
+        }
+        let now = self.engine.clock().now();
+        let due: Vec<SocketAddrV4> = self
+            .leaving
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in due {
+            self.leaving.remove(&addr);
+            let _ = self.engine.leave_multicast(addr);
+            self.stats.multicast_leaves += 1;
+        }
+    }
+
     /// Mirrors the agent's addresses and views into the engine's address book when its
     /// generation moved.
     fn refresh_book(&mut self) -> Result<(), RuntimeError> {
+        self.expire_leaves();
         let generation = self.agent.generation();
         if self.seen_generation == Some(generation) {
             return Ok(());
@@ -411,7 +464,9 @@ impl MemberRuntime {
         for (m, a) in self.agent.addresses() {
             book.set_member(*m, *a);
         }
-        // Groups no longer here: forget the route and the multicast membership.
+        // Every address routed before this refresh (groups gone included).
+        let mapped: BTreeSet<SocketAddrV4> = self.routed.values().flatten().copied().collect();
+        // Groups no longer here: forget the route.
         let gone: Vec<GroupId> = self
             .routed
             .keys()
@@ -419,25 +474,36 @@ impl MemberRuntime {
             .copied()
             .collect();
         for g in gone {
-            if let Some(Some(addr)) = self.routed.remove(&g) {
-                let _ = self.engine.leave_multicast(addr);
-            }
+            self.routed.remove(&g);
             self.engine.address_book().remove_group(g);
         }
+        let before: BTreeSet<SocketAddrV4> = mapped
+            .union(&self.leaving.keys().copied().collect())
+            .copied()
+            .collect();
+        let wanted: BTreeSet<SocketAddrV4> =
+            routes.values().filter_map(|(mcast, _)| *mcast).collect();
+        // Join new addresses before routing to them (so nothing sent there is missed by us).
+        for addr in wanted.difference(&before) {
+            // (An address still in its leave grace period is joined already.)
+            self.engine.join_multicast(*addr)?;
+            self.stats.multicast_joins += 1;
+        }
         for (g, (mcast, members)) in routes {
-            let previous = self.routed.insert(g, mcast);
-            if let Some(Some(old)) = previous {
-                if Some(old) != mcast {
-                    let _ = self.engine.leave_multicast(old);
-                }
-            }
+            self.routed.insert(g, mcast);
             match mcast {
-                Some(addr) => {
-                    self.engine.join_multicast(addr)?;
-                    self.engine.address_book().set_group_multicast(g, addr);
-                }
+                Some(addr) => self.engine.address_book().set_group_multicast(g, addr),
                 None => self.engine.address_book().set_group_unicast(g, members),
             }
+        }
+        // Addresses none of our groups maps to any more (a shared address stays) are left after
+        // a grace period: peers that have not seen the remap yet still send there.
+        let now = self.engine.clock().now();
+        for addr in mapped.difference(&wanted) {
+            self.leaving.insert(*addr, now + MULTICAST_LEAVE_GRACE);
+        }
+        for addr in &wanted {
+            self.leaving.remove(addr);
         }
         Ok(())
     }

@@ -16,12 +16,15 @@
 //! {"t":..,"ev":"sent","view":4,"kind":"ordered","counter":18}
 //! {"t":..,"ev":"load","view":3,"state":"..."}                              checkpoint loaded
 //! {"t":..,"ev":"poisoned","reason":"..."}   {"t":..,"ev":"gone"}   {"t":..,"ev":"done_sending"}
+//! {"t":..,"ev":"mcast","view":4,"route":"239.255.0.1:7300"}   group route changed ("unicast")
+//! {"t":..,"ev":"stats","views":..,"datagrams_sent":..,"multicast_joins":..,...}   at exit
 //! {"t":..,"ev":"exit","reason":"..."}
 //! ```
 //!
 //! Lines are flushed as the member goes, so a SIGKILLed member leaves a readable prefix (a
 //! torn last line is ignored by the parser).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
@@ -224,6 +227,11 @@ pub struct ParsedLog {
     pub exited: bool,
     /// Why it was poisoned, as written.
     pub poison_reason: Option<String>,
+    /// The group's data-plane routes in order (`mcast` lines): `IP:PORT` of an IP-multicast
+    /// address, or `unicast` for unicast fan-out.
+    pub routes: Vec<String>,
+    /// The numeric fields of the final `stats` line (agent, oracle link, engine counters).
+    pub stats: BTreeMap<String, u64>,
 }
 
 /// Parses a member log. A malformed line is an error, except a torn last line (a member
@@ -289,6 +297,16 @@ fn parse_line(j: &Json, out: &mut ParsedLog) -> Result<(), String> {
         }
         "gone" => {
             log.gone.get_or_insert(t);
+        }
+        "mcast" => out.routes.push(field_str(j, "route")?.to_string()),
+        "stats" => {
+            if let Json::Obj(fields) = j {
+                for (k, v) in fields {
+                    if let Some(v) = v.as_u64() {
+                        out.stats.insert(k.clone(), v);
+                    }
+                }
+            }
         }
         "done_sending" => out.done_sending = true,
         "exit" => out.exited = true,

@@ -37,6 +37,9 @@ const ORDERED: u64 = 420;
 const SENDS: u64 = 60;
 const RATE: u32 = 40;
 
+/// The labs are heavy and timing-sensitive: the tests of this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn can_run() -> bool {
     vsync_tools::netlab::is_root()
         && Command::new("ip")
@@ -126,7 +129,28 @@ fn find_leader(dir: &Path, procs: &mut Procs) -> Option<u64> {
         .map(|s| s.id)
 }
 
-fn spawn_member(lab: &Lab, dir: &Path, host: usize, oracles: &str, create: bool) -> Child {
+/// How a member streams: OrderedSends, Sends, and extra flags.
+struct Stream<'a> {
+    ordered: u64,
+    sends: u64,
+    extra: &'a [&'a str],
+}
+
+/// The first test's stream, unicast fan-out only.
+const UNICAST_STREAM: Stream<'static> = Stream {
+    ordered: ORDERED,
+    sends: SENDS,
+    extra: &["--mcast-port", "0"],
+};
+
+fn spawn_member(
+    lab: &Lab,
+    dir: &Path,
+    host: usize,
+    oracles: &str,
+    create: bool,
+    stream: &Stream,
+) -> Child {
     let p = host as u32 + 1;
     let err = File::create(dir.join(format!("member-{p}.err"))).expect("stderr file");
     lab.command(host, MEMBER)
@@ -141,9 +165,9 @@ fn spawn_member(lab: &Lab, dir: &Path, host: usize, oracles: &str, create: bool)
             "lab",
             if create { "--create" } else { "--join" },
             "--ordered",
-            &ORDERED.to_string(),
+            &stream.ordered.to_string(),
             "--sends",
-            &SENDS.to_string(),
+            &stream.sends.to_string(),
             "--rate",
             &RATE.to_string(),
             "--size",
@@ -157,10 +181,51 @@ fn spawn_member(lab: &Lab, dir: &Path, host: usize, oracles: &str, create: bool)
             "--log",
         ])
         .arg(member_log(dir, p))
+        .args(stream.extra)
         .stdout(Stdio::null())
         .stderr(err)
         .spawn()
         .expect("spawn vsync-member")
+}
+
+/// Three `vsync-oracle` replicas on hosts 0, 1, 2 with `extra` flags; returns `--oracle`.
+fn spawn_oracles(lab: &Lab, dir: &Path, procs: &mut Procs, extra: &[&str]) -> String {
+    let oracles = (0..3)
+        .map(|i| format!("{}={}:{ORACLE_PORT}", i + 1, lab.host_addr(i)))
+        .collect::<Vec<_>>()
+        .join(",");
+    for i in 0..3usize {
+        let id = i as u64 + 1;
+        let err = File::create(oracle_err(dir, id)).expect("oracle stderr");
+        let child = lab
+            .command(i, ORACLE)
+            .args([
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &format!("{}:{ORACLE_PORT}", lab.host_addr(i)),
+                "--peers",
+                &oracles,
+                "--fd-interval-ms",
+                "50",
+                "--fd-timeout-ms",
+                "500",
+                "--tick-ms",
+                "20",
+                "--status-ms",
+                "100",
+                // Safety net should this test process itself be killed.
+                "--exit-after-ms",
+                "120000",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn vsync-oracle");
+        procs.add(&format!("oracle{id}"), child);
+    }
+    oracles
 }
 
 fn views_summary(l: &ParsedLog) -> String {
@@ -184,6 +249,7 @@ fn virtual_synchrony_over_lossy_lab_with_crashes_and_partition() {
         println!("virtual synchrony over a lossy lab: skipped: needs root and iproute2");
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let prefix = format!("lvs{}", std::process::id() % 10_000);
     let dir = std::env::temp_dir().join(format!("vsync-lab-{prefix}"));
@@ -206,54 +272,24 @@ fn virtual_synchrony_over_lossy_lab_with_crashes_and_partition() {
         .expect("10 % loss");
     }
 
-    // Oracle replicas on hosts 0, 1, 2.
-    let oracles = (0..3)
-        .map(|i| format!("{}={}:{ORACLE_PORT}", i + 1, lab.host_addr(i)))
-        .collect::<Vec<_>>()
-        .join(",");
-    for i in 0..3usize {
-        let id = i as u64 + 1;
-        let err = File::create(oracle_err(&dir, id)).expect("oracle stderr");
-        let child = lab
-            .command(i, ORACLE)
-            .args([
-                "--id",
-                &id.to_string(),
-                "--listen",
-                &format!("{}:{ORACLE_PORT}", lab.host_addr(i)),
-                "--peers",
-                &oracles,
-                "--fd-interval-ms",
-                "50",
-                "--fd-timeout-ms",
-                "500",
-                "--tick-ms",
-                "20",
-                "--status-ms",
-                "100",
-                // Safety net should this test process itself be killed.
-                "--exit-after-ms",
-                "120000",
-            ])
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("spawn vsync-oracle");
-        procs.add(&format!("oracle{id}"), child);
-    }
+    // Oracle replicas on hosts 0, 1, 2 (no IP-multicast mapping in this test).
+    let oracles = spawn_oracles(&lab, &dir, &mut procs, &["--unicast-only"]);
     wait_until("an oracle leader", Duration::from_secs(15), || {
         find_leader(&dir, &mut procs).is_some()
     });
 
     // Members: 1 creates, then the others join.
-    procs.add("member1", spawn_member(&lab, &dir, 0, &oracles, true));
+    procs.add(
+        "member1",
+        spawn_member(&lab, &dir, 0, &oracles, true, &UNICAST_STREAM),
+    );
     wait_until("member 1's first view", Duration::from_secs(15), || {
         !read_log(&dir, 1).log.views.is_empty()
     });
     for h in 1..HOSTS {
         procs.add(
             &format!("member{}", h + 1),
-            spawn_member(&lab, &dir, h, &oracles, false),
+            spawn_member(&lab, &dir, h, &oracles, false, &UNICAST_STREAM),
         );
     }
     wait_until("a view of all 5 members", Duration::from_secs(20), || {
@@ -403,6 +439,230 @@ fn virtual_synchrony_over_lossy_lab_with_crashes_and_partition() {
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "virtual synchrony over a lossy lab: ok in {:?} ({} deliveries, {} views installed)",
+        started.elapsed(),
+        out.delivered,
+        out.views_installed
+    );
+}
+
+/// `IpExt` `OutMcastPkts` and `InMcastPkts` of host `i`'s namespace (`/proc/net/netstat`).
+fn mcast_packets(lab: &Lab, i: usize) -> (u64, u64) {
+    let out = lab
+        .command(i, "cat")
+        .arg("/proc/net/netstat")
+        .output()
+        .expect("read /proc/net/netstat in the host namespace");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("IpExt:")).collect();
+    assert!(lines.len() >= 2, "no IpExt counters in {text}");
+    let names: Vec<&str> = lines[0].split_whitespace().collect();
+    let values: Vec<&str> = lines[1].split_whitespace().collect();
+    let get = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|k| values.get(k))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("IpExt {name} missing"))
+    };
+    (get("OutMcastPkts"), get("InMcastPkts"))
+}
+
+/// Dr. Multicast end to end: the same 5-host lab (10 % loss towards every host, three
+/// replicas, one member per host) with the oracle's IP-multicast mapping on (range
+/// 239.255.77.1–239.255.77.2, remap every second). The group starts with its creator alone
+/// (unicast), is mapped to a multicast address once others join (a route change mid-stream),
+/// then member 3 is SIGKILLed (a membership change, so a remap). The logs must pass
+/// `system_sim::check`, every member must have routed the group to a 239.255.77.x address and
+/// joined it, and each survivor's namespace must have sent and received IP-multicast packets
+/// by the hundred (kernel `IpExt` counters), i.e. group traffic really went over multicast.
+#[test]
+fn virtual_synchrony_over_ip_multicast() {
+    if !can_run() {
+        println!("virtual synchrony over IP multicast: skipped: needs root and iproute2");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let prefix = format!("lvm{}", std::process::id() % 10_000);
+    let dir = std::env::temp_dir().join(format!("vsync-lab-{prefix}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("log dir");
+
+    let mut lab = Lab::create(LabConfig::new(prefix.clone(), HOSTS)).expect("create lab");
+    let mut procs = Procs::default();
+    for i in 0..HOSTS {
+        lab.set_impairment(
+            i,
+            Direction::ToHost,
+            Impairment {
+                loss_pct: 10.0,
+                delay_ms: 0.0,
+            },
+        )
+        .expect("10 % loss");
+    }
+    let baseline: Vec<(u64, u64)> = (0..HOSTS).map(|i| mcast_packets(&lab, i)).collect();
+    let oracles = spawn_oracles(
+        &lab,
+        &dir,
+        &mut procs,
+        &[
+            "--mc-range",
+            "239.255.77.1-239.255.77.2",
+            "--remap-interval-s",
+            "1",
+        ],
+    );
+    wait_until("an oracle leader", Duration::from_secs(15), || {
+        find_leader(&dir, &mut procs).is_some()
+    });
+    let stream = Stream {
+        ordered: 200,
+        sends: 40,
+        extra: &["--mcast-port", "7300"],
+    };
+    procs.add(
+        "member1",
+        spawn_member(&lab, &dir, 0, &oracles, true, &stream),
+    );
+    wait_until("member 1's first view", Duration::from_secs(15), || {
+        !read_log(&dir, 1).log.views.is_empty()
+    });
+    for h in 1..HOSTS {
+        procs.add(
+            &format!("member{}", h + 1),
+            spawn_member(&lab, &dir, h, &oracles, false, &stream),
+        );
+    }
+    wait_until("a view of all 5 members", Duration::from_secs(20), || {
+        (1..=5).all(|p| {
+            read_log(&dir, p)
+                .log
+                .views
+                .last()
+                .is_some_and(|v| v.2.len() == HOSTS)
+        })
+    });
+    let t0 = Instant::now();
+    println!("all 5 members in one view after {:?}", started.elapsed());
+    let when = t0 + Duration::from_secs(2);
+    if let Some(d) = when.checked_duration_since(Instant::now()) {
+        std::thread::sleep(d);
+    }
+    let member3_killed = now_ns();
+    procs.signal("member3", libc::SIGKILL);
+    println!("t+2.0 s: SIGKILL member 3");
+
+    let survivors = [1u32, 2, 4, 5];
+    wait_until(
+        "the survivors to finish and deliver every survivor's messages",
+        Duration::from_secs(40),
+        || {
+            let logs: Vec<ParsedLog> = survivors.iter().map(|p| read_log(&dir, *p)).collect();
+            if !logs.iter().all(|l| l.done_sending) {
+                return false;
+            }
+            logs.iter().all(|l| {
+                let views: BTreeSet<u32> = l.log.views.iter().map(|v| v.1 .0).collect();
+                let got: BTreeSet<(u32, u64)> = l.log.delivered.iter().map(|d| d.3).collect();
+                logs.iter()
+                    .flat_map(|o| o.log.sent.iter())
+                    .filter(|s| views.contains(&s.0 .0))
+                    .all(|s| got.contains(&s.2))
+            })
+        },
+    );
+    for p in survivors {
+        procs.stop(&format!("member{p}"), Duration::from_secs(5));
+    }
+    procs.stop("member3", Duration::from_secs(1));
+    for id in 1..=3 {
+        procs.stop(&format!("oracle{id}"), Duration::from_secs(3));
+    }
+    let packets: Vec<(u64, u64)> = (0..HOSTS)
+        .map(|i| {
+            let (o, n) = mcast_packets(&lab, i);
+            (o - baseline[i].0, n - baseline[i].1)
+        })
+        .collect();
+
+    let mut out = SimOutcome::default();
+    let mut parsed_logs = BTreeMap::new();
+    for p in 1..=5u32 {
+        let mut parsed = read_member_log(&member_log(&dir, p)).expect("readable member log");
+        if p == 3 {
+            parsed.log.crashed = Some(Duration::from_nanos(member3_killed));
+        }
+        println!(
+            "member {p}: views [{}] delivered {} sent {} routes {:?} stats {:?} \
+             IP-multicast packets out/in {:?}",
+            views_summary(&parsed),
+            parsed.log.delivered.len(),
+            parsed.log.sent.len(),
+            parsed.routes,
+            parsed.stats,
+            packets[p as usize - 1],
+        );
+        out.delivered += parsed.log.delivered.len() as u64;
+        out.views_installed += parsed.log.views.len() as u64;
+        out.logs.insert(p, parsed.log.clone());
+        parsed_logs.insert(p, parsed);
+    }
+    if let Err(e) = check(&out) {
+        panic!(
+            "virtual-synchrony check failed: {e}\n(logs kept in {})",
+            dir.display()
+        );
+    }
+    for p in survivors {
+        let l = &parsed_logs[&p];
+        assert!(
+            l.routes
+                .iter()
+                .any(|r| r.starts_with("239.255.77.") && r.ends_with(":7300")),
+            "member {p} never routed the group over IP multicast: {:?}",
+            l.routes
+        );
+        assert!(
+            l.stats.get("multicast_joins").is_some_and(|j| *j >= 1),
+            "member {p} joined no multicast address: {:?}",
+            l.stats
+        );
+        assert!(l.log.poisoned.is_none(), "survivor {p} was poisoned");
+        assert_eq!(
+            l.log.sent.len() as u64,
+            stream.ordered + stream.sends,
+            "survivor {p} sent all"
+        );
+        let last = l.log.views.last().expect("survivor has views");
+        let members: BTreeSet<u32> = last.2.iter().map(|m| m.process()).collect();
+        assert_eq!(
+            members,
+            survivors.into_iter().collect(),
+            "survivor {p}'s final view"
+        );
+        let (sent_mc, got_mc) = packets[p as usize - 1];
+        assert!(
+            sent_mc >= 100 && got_mc >= 100,
+            "member {p}'s host sent {sent_mc} and received {got_mc} IP-multicast packets: \
+             group traffic did not go over IP multicast"
+        );
+    }
+
+    drop(procs);
+    lab.destroy().expect("lab teardown");
+    let ns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    assert!(
+        !String::from_utf8_lossy(&ns.stdout).contains(&prefix),
+        "namespaces of {prefix} left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "virtual synchrony over IP multicast: ok in {:?} ({} deliveries, {} views installed)",
         started.elapsed(),
         out.delivered,
         out.views_installed

@@ -5,7 +5,7 @@
 //!              --oracle 1=10.77.1.1:7100,2=10.77.1.2:7100,3=10.77.1.3:7100 \
 //!              --group lab (--create | --join) --ordered 500 --sends 0 --rate 50 --size 64 \
 //!              --log /tmp/m2.jsonl [--incarnation 1] [--heartbeat-ms 100] [--lease-ms 500]
-//!              [--exit-after-ms 0]
+//!              [--exit-after-ms 0] [--mcast-port 7300]
 //! ```
 //!
 //! It registers with the oracle, creates or joins the group (retrying a refused join), then
@@ -18,6 +18,11 @@
 //! Everything it observes goes to the JSON-lines `--log` (see `vsync_tools::vsync_lab`),
 //! flushed every cycle. It runs until SIGTERM/SIGINT, until poisoned or excluded from the
 //! group (logged, exit 0), or until `--exit-after-ms` (if non-zero). Exit 1 on errors.
+//!
+//! IP multicast: when the oracle's Dr. Multicast maps the group to an address, the member
+//! joins `address:--mcast-port` (default `vsync_control::runtime::DEFAULT_MULTICAST_PORT`,
+//! 7300; `0` = always unicast fan-out) and sends the group's traffic there; each change of the
+//! group's route is logged as an `mcast` line (and on stderr).
 //!
 //! # Throughput benchmark (`--bench-secs S`)
 //!
@@ -44,7 +49,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use vsync_control::agent::{AgentConfig, AgentEvent, MsgKind};
 use vsync_control::oracle::{group_id, Signature};
-use vsync_control::runtime::{MemberRuntime, RuntimeConfig};
+use vsync_control::runtime::{MemberRuntime, RuntimeConfig, DEFAULT_MULTICAST_PORT};
 use vsync_dataplane::config::ProtocolConfig;
 use vsync_dataplane::engine::EngineConfig;
 use vsync_dataplane::MemberId;
@@ -102,6 +107,10 @@ struct Args {
     /// Exit after this long (ms; 0 = run until a signal).
     #[arg(long, default_value_t = 0)]
     exit_after_ms: u64,
+    /// Port of the groups' IP-multicast addresses (the oracle maps only the address; every
+    /// member of a deployment must use the same port). 0 = never use IP multicast.
+    #[arg(long, default_value_t = DEFAULT_MULTICAST_PORT)]
+    mcast_port: u16,
     /// Throughput benchmark: measured window in seconds (0 = off; see the module docs).
     #[arg(long, default_value_t = 0.0)]
     bench_secs: f64,
@@ -186,6 +195,7 @@ fn run_bench(args: Args) -> Result<(), String> {
     cfg.protocol = protocol;
     cfg.engine = EngineConfig::from_env().map_err(|e| e.to_string())?;
     cfg.engine.socket_buffer_bytes = args.socket_buffer;
+    cfg.multicast_port = (args.mcast_port != 0).then_some(args.mcast_port);
     let rt = MemberRuntime::new(cfg).map_err(|e| e.to_string())?;
     let opts = AgentBenchOpts {
         group: args.group.clone(),
@@ -242,6 +252,7 @@ fn run(args: Args) -> Result<(), String> {
     };
     cfg.protocol = protocol_config();
     cfg.engine = EngineConfig::from_env().map_err(|e| e.to_string())?;
+    cfg.multicast_port = (args.mcast_port != 0).then_some(args.mcast_port);
     let mut rt = MemberRuntime::new(cfg).map_err(|e| e.to_string())?;
     let mut log = MemberLogWriter::create(&log_path).map_err(io_err)?;
     log.start(me, &rt.data_addr().to_string()).map_err(io_err)?;
@@ -261,6 +272,8 @@ fn run(args: Args) -> Result<(), String> {
     let mut done_logged = false;
     let mut payload = vec![0x5au8; args.size];
     let mut events = Vec::new();
+    // The group's data-plane route last logged: None = not routed yet.
+    let mut logged_route: Option<Option<SocketAddrV4>> = None;
     let exit_reason: String = loop {
         if signals::stop_requested() {
             break format!("signal {:?}", signals::last_signal());
@@ -327,6 +340,24 @@ fn run(args: Args) -> Result<(), String> {
             Duration::from_millis(5)
         };
         rt.step(wait, &mut events).map_err(|e| e.to_string())?;
+        if let Some(view) = rt.agent().view(g).map(|v| v.id) {
+            let route = rt.multicast_route(g);
+            if logged_route != Some(route) {
+                logged_route = Some(route);
+                let text = route.map_or_else(|| "unicast".to_string(), |a| a.to_string());
+                eprintln!(
+                    "vsync-member: group {} view {}: route {text}",
+                    args.group, view.0
+                );
+                log.event(
+                    "mcast",
+                    Json::obj()
+                        .with("view", view.0)
+                        .with("route", text.as_str()),
+                )
+                .map_err(io_err)?;
+            }
+        }
         let mut finished: Option<String> = None;
         for e in events.drain(..) {
             match e {
@@ -406,6 +437,7 @@ fn run(args: Args) -> Result<(), String> {
     let a = rt.agent();
     let ast = a.stats();
     let rst = rt.stats();
+    let est = rt.engine().stats();
     log.event(
         "stats",
         Json::obj()
@@ -416,7 +448,13 @@ fn run(args: Args) -> Result<(), String> {
             .with("oracle_in", rst.oracle_in)
             .with("oracle_out", rst.oracle_out)
             .with("oracle_malformed", rst.malformed)
-            .with("oracle_send_errors", rst.send_errors),
+            .with("oracle_send_errors", rst.send_errors)
+            .with("multicast_joins", rst.multicast_joins)
+            .with("multicast_leaves", rst.multicast_leaves)
+            .with("datagrams_sent", est.datagrams_sent)
+            .with("datagrams_received", est.datagrams_received)
+            .with("send_errors", est.send_errors)
+            .with("no_route", est.no_route),
     )
     .map_err(io_err)?;
     log.event("exit", Json::obj().with("reason", exit_reason.as_str()))

@@ -5,6 +5,8 @@
 //!              --peers 1=10.77.1.1:7100,2=10.77.1.2:7100,3=10.77.1.3:7100 \
 //!              [--fd-interval-ms 100] [--fd-timeout-ms 1000] [--tick-ms 100] [--status-ms 1000]
 //!              [--seed N] [--exit-after-ms 0]
+//!              [--unicast-only] [--mc-range 239.255.0.1-239.255.255.254] [--max-ipmc-addrs 25]
+//!              [--remap-interval-s 60]
 //! ```
 //!
 //! Datagrams: `'R'` + sender replica id (u64 LE) + raft bytes between replicas, `'M'` +
@@ -14,10 +16,18 @@
 //! (`vsync-oracle id=.. leader=.. term=.. applied=..`) goes to stderr every `--status-ms`.
 //! SIGTERM / SIGINT (or `--exit-after-ms`) end it cleanly (exit 0).
 //!
+//! Dr. Multicast is on by default: the leader maps groups onto IP-multicast addresses with the
+//! parameters of `VSYNC_MCRANGE_LOW` / `VSYNC_MCRANGE_HIGH`, `VSYNC_MAXIPMCADDRS`,
+//! `VSYNC_UNICAST_ONLY` and `VSYNC_REMAP_INTERVAL_S` (see `vsync_control::config`);
+//! `--mc-range`, `--max-ipmc-addrs`, `--unicast-only` and `--remap-interval-s` override them.
+//! `--unicast-only` means every group uses unicast fan-out (the replicas are listed explicitly
+//! with `--peers`, so `VSYNC_HOSTS` is not needed for it). The mapping announces only an IPv4
+//! address; members add the conventional port (`vsync-member --mcast-port`).
+//!
 //! Storage is in memory: a replica that was killed must not be restarted under the same id
 //! (it would rejoin with an empty log); with three replicas the other two keep a majority.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -59,6 +69,54 @@ struct Args {
     /// Exit after this long (ms; 0 = run until a signal). A safety net for labs.
     #[arg(long, default_value_t = 0)]
     exit_after_ms: u64,
+    /// No IP-multicast mapping: every group uses unicast fan-out (overrides
+    /// `VSYNC_UNICAST_ONLY`).
+    #[arg(long)]
+    unicast_only: bool,
+    /// Physical multicast address range `LOW-HIGH`, inclusive (overrides `VSYNC_MCRANGE_*`).
+    #[arg(long)]
+    mc_range: Option<String>,
+    /// Most physical multicast addresses in use (overrides `VSYNC_MAXIPMCADDRS`).
+    #[arg(long)]
+    max_ipmc_addrs: Option<u32>,
+    /// Periodic Dr. Multicast recomputation, seconds (also on every membership change;
+    /// overrides `VSYNC_REMAP_INTERVAL_S`).
+    #[arg(long)]
+    remap_interval_s: Option<u64>,
+}
+
+/// `LOW-HIGH` (dotted IPv4 multicast addresses).
+fn parse_mc_range(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), String> {
+    let bad = || format!("--mc-range {s:?}: expected LOW-HIGH, e.g. 239.255.0.1-239.255.0.8");
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo: Ipv4Addr = lo.trim().parse().map_err(|_| bad())?;
+    let hi: Ipv4Addr = hi.trim().parse().map_err(|_| bad())?;
+    Ok((lo, hi))
+}
+
+/// The service configuration: `VSYNC_*` through `ControlConfig`, then the flags.
+fn service_config(control: &ControlConfig, args: &Args) -> Result<ServiceConfig, String> {
+    let mut cfg = ServiceConfig::from_control(control);
+    let mut mc = control.multicast;
+    if args.unicast_only {
+        mc.unicast_only = true;
+    }
+    if let Some(r) = &args.mc_range {
+        (mc.range_low, mc.range_high) = parse_mc_range(r)?;
+    }
+    if let Some(n) = args.max_ipmc_addrs {
+        mc.max_addrs = n;
+    }
+    mc.validate()
+        .map_err(|e| format!("multicast parameters: {e}"))?;
+    cfg.multicast = Some(mc);
+    if let Some(s) = args.remap_interval_s {
+        if s == 0 {
+            return Err("--remap-interval-s must be positive".into());
+        }
+        cfg.remap_interval = Duration::from_secs(s);
+    }
+    Ok(cfg)
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -92,29 +150,33 @@ fn run(args: Args) -> Result<(), String> {
     if tick.is_zero() {
         return Err("--tick-ms must be positive".into());
     }
+    let svc = service_config(&control, &args)?;
     signals::install().map_err(|e| format!("signal handlers: {e}"))?;
     let mut node = OracleNode::new(
         args.id,
         args.listen,
         peers.clone(),
-        ServiceConfig {
-            fd,
-            tick,
-            remap_interval: control.remap_interval,
-            // No IP-multicast mapping: members use unicast fan-out.
-            multicast: None,
-        },
+        ServiceConfig { fd, tick, ..svc },
         args.seed.unwrap_or(args.id),
     )
     .map_err(|e| format!("replica {}: {e}", args.id))?;
     eprintln!(
-        "vsync-oracle: replica {} of {:?} listening on {} (fd {:?}/{:?}, tick {:?})",
+        "vsync-oracle: replica {} of {:?} listening on {} (fd {:?}/{:?}, tick {:?}, {}, remap \
+         every {:?})",
         args.id,
         peers.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
         args.listen,
         fd.interval,
         fd.timeout,
-        tick
+        tick,
+        match svc.multicast {
+            Some(m) if !m.unicast_only && m.max_addrs > 0 => format!(
+                "multicast {}-{} (at most {})",
+                m.range_low, m.range_high, m.max_addrs
+            ),
+            _ => "unicast only".to_string(),
+        },
+        svc.remap_interval
     );
     let period = Duration::from_millis(args.status_ms);
     let mut next_status = Instant::now();
