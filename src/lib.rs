@@ -1,8 +1,13 @@
 //! # vsync
 //!
 //! A Rust implementation of the Isis² group-communication model. This crate is the public
-//! library; today it re-exports the data plane ([`dataplane`]); the group programming model
-//! (System, Group, View, the Send and Query families) is built on top of it.
+//! library: [`System`] (start, find or start the oracle, shut down) and [`Group`] (typed
+//! request handlers, views, Send, OrderedSend, P2PSend, Query/OrderedQuery, Flush, state
+//! transfer), typed marshalling ([`marshal`]), sans-IO building blocks still to be wired into
+//! `Group` ([`causal`], [`durability`], [`checkpoint_file`]), and the data plane
+//! ([`dataplane`]). The control plane (oracle, view change) is the `vsync-control` crate.
+
+#![deny(missing_docs)]
 
 pub use vsync_dataplane as dataplane;
 
