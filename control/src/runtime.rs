@@ -603,13 +603,31 @@ impl OracleNode {
         cfg: ServiceConfig,
         seed: u64,
     ) -> Result<OracleNode, RuntimeError> {
+        Self::with_data_dir(id, listen, peers, cfg, seed, None)
+    }
+
+    /// Like [`OracleNode::new`], but with `data_dir` the replica's raft state is durable in
+    /// that directory ([`crate::oracle::durable`]): created if missing, restarted from if
+    /// present, so a killed replica can be restarted under the same id.
+    pub fn with_data_dir(
+        id: u64,
+        listen: SocketAddr,
+        peers: Vec<(u64, SocketAddr)>,
+        cfg: ServiceConfig,
+        seed: u64,
+        data_dir: Option<&std::path::Path>,
+    ) -> Result<OracleNode, RuntimeError> {
         let ids: Vec<u64> = peers.iter().map(|(i, _)| *i).collect();
         let rcfg = if ids.len() == 1 && ids[0] == id && id == 1 {
             ReplicaConfig::single()
         } else {
             ReplicaConfig::new(id, ids, seed)
         };
-        let replica = Replica::new(rcfg).map_err(|e| RuntimeError::Config(format!("{e:?}")))?;
+        let replica = match data_dir {
+            None => Replica::new(rcfg).map_err(|e| RuntimeError::Config(format!("{e:?}")))?,
+            Some(dir) => crate::oracle::durable::open_replica(rcfg, dir)
+                .map_err(|e| RuntimeError::Config(e.to_string()))?,
+        };
         let socket = UdpSocket::bind(listen)?;
         socket.set_nonblocking(true)?;
         let clock = MonotonicClock::new();

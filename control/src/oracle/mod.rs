@@ -5,6 +5,7 @@
 //!   typed errors.
 //! * [`state`] — the deterministic replicated state machine ([`OracleState`]).
 //! * [`storage`] — the raft log store of one replica (with snapshot-based compaction).
+//! * [`durable`] — the same store written through to a directory, for restarts.
 //! * [`replica`] — one replica: raft (`RawNode`) + state machine behind a sans-IO surface;
 //!   pre-vote, check-quorum, deterministic election timeouts, log compaction, hostile-input
 //!   filters.
@@ -32,6 +33,7 @@
 //! replacing a replica, which raft supports through configuration changes).
 
 pub mod command;
+pub mod durable;
 pub mod replica;
 pub mod sim;
 pub mod state;

@@ -17,9 +17,18 @@
 //! leader replaces the whole log.
 //!
 //! Every method returns an error instead of panicking on out-of-range requests.
+//!
+//! # Durability
+//!
+//! [`OracleStorage::new`] is memory only (the embedded single replica and the simulator).
+//! [`super::durable::open`] returns a storage that also writes every change through to a
+//! directory before the method returns (see [`super::durable`]); an I/O error there is
+//! fail-stop (a panic, which the replica's guard contains by stopping the replica).
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+
+use super::durable::{Durable, DurableLog};
 
 /// In-memory raft log, hard state and membership configuration of one oracle replica.
 #[derive(Clone, Debug, Default)]
@@ -32,6 +41,8 @@ pub struct OracleStorage {
     entries: Vec<Entry>,
     /// How many times a replica was started on this storage (part of proposal ids).
     boots: u64,
+    /// The on-disk copy, if this storage is durable.
+    durable: Durable,
 }
 
 impl OracleStorage {
@@ -45,6 +56,52 @@ impl OracleStorage {
             conf_state,
             ..Default::default()
         }
+    }
+
+    /// A durable storage recovered by [`super::durable::open`].
+    pub(crate) fn restore(
+        hard_state: HardState,
+        conf_state: ConfState,
+        snapshot: Snapshot,
+        entries: Vec<Entry>,
+        boots: u64,
+        durable: Durable,
+    ) -> Self {
+        OracleStorage {
+            hard_state,
+            conf_state,
+            snapshot,
+            entries,
+            boots,
+            durable,
+        }
+    }
+
+    /// True when this storage writes through to disk.
+    pub fn is_durable(&self) -> bool {
+        self.durable.0.is_some()
+    }
+
+    /// Runs a write on the on-disk copy, if any; a failure is fail-stop (see the module docs).
+    fn persist(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut DurableLog, &Self) -> std::io::Result<()>,
+    ) {
+        let Some(mut d) = self.durable.0.take() else {
+            return;
+        };
+        let r = f(&mut d, self);
+        self.durable.0 = Some(d);
+        if let Err(e) = r {
+            panic!("oracle storage: persisting {what} failed: {e}");
+        }
+    }
+
+    fn persist_state(&mut self) {
+        self.persist("the hard state", |d, s| {
+            d.write_state(&s.hard_state, s.boots, &s.conf_state.voters)
+        });
     }
 
     /// The stored hard state (term, vote, commit).
@@ -88,17 +145,20 @@ impl OracleStorage {
 
     pub(crate) fn next_boot(&mut self) -> u64 {
         self.boots += 1;
+        self.persist_state();
         self.boots
     }
 
     /// Persists the hard state.
     pub(crate) fn set_hard_state(&mut self, hs: HardState) {
         self.hard_state = hs;
+        self.persist_state();
     }
 
     /// Persists a new commit index.
     pub(crate) fn set_commit(&mut self, commit: u64) {
         self.hard_state.commit = commit;
+        self.persist_state();
     }
 
     /// Appends entries, replacing any conflicting suffix. Entries must be contiguous with the
@@ -120,6 +180,7 @@ impl OracleStorage {
         }
         self.entries.truncate((first.index - 1 - base) as usize);
         self.entries.extend_from_slice(ents);
+        self.persist("log entries", |d, _| d.append(ents));
         Ok(())
     }
 
@@ -146,6 +207,9 @@ impl OracleStorage {
             .into(),
             ..Default::default()
         };
+        self.persist("a compaction", |d, s| {
+            d.write_snapshot(&s.snapshot, &s.entries)
+        });
         Ok(())
     }
 
@@ -160,6 +224,10 @@ impl OracleStorage {
         self.conf_state = meta.get_conf_state().clone();
         self.entries.clear();
         self.snapshot = snapshot;
+        self.persist("a snapshot", |d, s| {
+            d.write_snapshot(&s.snapshot, &s.entries)
+        });
+        self.persist_state();
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 //!              [--fd-interval-ms 100] [--fd-timeout-ms 1000] [--tick-ms 100] [--status-ms 1000]
 //!              [--seed N] [--exit-after-ms 0]
 //!              [--unicast-only] [--mc-range 239.255.0.1-239.255.255.254] [--max-ipmc-addrs 25]
-//!              [--remap-interval-s 60]
+//!              [--remap-interval-s 60] [--data-dir DIR]
 //! ```
 //!
 //! Datagrams: `'R'` + sender replica id (u64 LE) + raft bytes between replicas, `'M'` +
@@ -24,8 +24,13 @@
 //! with `--peers`, so `VSYNC_HOSTS` is not needed for it). The mapping announces only an IPv4
 //! address; members add the conventional port (`vsync-member --mcast-port`).
 //!
-//! Storage is in memory: a replica that was killed must not be restarted under the same id
-//! (it would rejoin with an empty log); with three replicas the other two keep a majority.
+//! Without `--data-dir` storage is in memory: a replica that was killed must not be restarted
+//! under the same id (it would rejoin with an empty log and could vote twice in a term); with
+//! three replicas the other two keep a majority. With `--data-dir DIR` the replica's raft
+//! state (hard state, log, snapshot) is written to DIR before raft relies on it
+//! (`vsync_control::oracle::durable`), and a replica started on an existing DIR restarts from
+//! it, so a killed replica may be restarted under the same id with the same DIR. If a write to
+//! DIR fails the replica stops working and the process exits with an error.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -83,6 +88,10 @@ struct Args {
     /// overrides `VSYNC_REMAP_INTERVAL_S`).
     #[arg(long)]
     remap_interval_s: Option<u64>,
+    /// Keep this replica's raft state durable in DIR (created if missing; restarted from if
+    /// present). Without it the state is in memory only.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 /// `LOW-HIGH` (dotted IPv4 multicast addresses).
@@ -152,14 +161,27 @@ fn run(args: Args) -> Result<(), String> {
     }
     let svc = service_config(&control, &args)?;
     signals::install().map_err(|e| format!("signal handlers: {e}"))?;
-    let mut node = OracleNode::new(
+    let mut node = OracleNode::with_data_dir(
         args.id,
         args.listen,
         peers.clone(),
         ServiceConfig { fd, tick, ..svc },
         args.seed.unwrap_or(args.id),
+        args.data_dir.as_deref(),
     )
     .map_err(|e| format!("replica {}: {e}", args.id))?;
+    if let Some(dir) = &args.data_dir {
+        let r = node.service().replica();
+        eprintln!(
+            "vsync-oracle: replica {} durable in {} (boot {}, term {}, commit {}, snapshot {})",
+            args.id,
+            dir.display(),
+            r.storage().boots(),
+            r.term(),
+            r.commit_index(),
+            r.storage().snapshot_index()
+        );
+    }
     eprintln!(
         "vsync-oracle: replica {} of {:?} listening on {} (fd {:?}/{:?}, tick {:?}, {}, remap \
          every {:?})",
@@ -185,6 +207,14 @@ fn run(args: Args) -> Result<(), String> {
     while !signals::stop_requested() && lifetime.is_none_or(|l| started.elapsed() < l) {
         node.step(Duration::from_millis(20))
             .map_err(|e| format!("socket: {e}"))?;
+        if node.service().replica().is_broken() {
+            // E.g. a failed write to --data-dir: nothing more may be promised to peers.
+            eprintln!("{}", node.status());
+            return Err(format!(
+                "replica {} stopped after an internal error (see above); restart it",
+                args.id
+            ));
+        }
         if !period.is_zero() && Instant::now() >= next_status {
             next_status = Instant::now() + period;
             eprintln!("{}", node.status());
