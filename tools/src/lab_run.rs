@@ -194,14 +194,7 @@ fn run_config(lab: &Lab, args: &LabArgs, row: LabConfigRow, port: u16) -> Result
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // If the coordinator dies without cleaning up (SIGKILL), its members get SIGTERM.
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -553,4 +546,16 @@ pub fn run_lab(args: &LabArgs) -> io::Result<i32> {
         return Ok(130);
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// Makes the child `cmd` will spawn receive SIGTERM when the coordinator dies without cleaning
+/// up (SIGKILL), so no member process outlives a lab run.
+pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
 }

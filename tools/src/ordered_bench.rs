@@ -41,7 +41,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::str::FromStr;
@@ -664,14 +663,7 @@ impl Procs {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // If the coordinator dies without cleaning up, its children get SIGTERM.
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
+        crate::lab_run::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| format!("spawning {name}: {e}"))?;
         let k = self.procs.len();
         let out = child.stdout.take().expect("piped stdout");
@@ -1197,13 +1189,7 @@ pub fn rows_json(topology: &str, hosts: usize, args: &OrderedArgs, rows: &[RowRe
                     let per_tx: Vec<Json> = rep
                         .senders()
                         .iter()
-                        .map(|x| {
-                            Json::obj()
-                                .with("index", x.index)
-                                .with("sent", x.sent)
-                                .with("msgs_per_s", round2(x.msgs_per_s))
-                                .with("would_block", x.would_block)
-                        })
+                        .map(crate::report::SenderRow::to_json)
                         .collect();
                     j.with("receivers", a.receivers)
                         .with("msgs_per_s_per_rx", round2(a.msgs_per_s / n))

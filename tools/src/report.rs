@@ -160,6 +160,17 @@ pub struct SenderRow {
     pub would_block: u64,
 }
 
+impl SenderRow {
+    /// The row as JSON (`index`, `sent`, `msgs_per_s`, `would_block`).
+    pub fn to_json(&self) -> Json {
+        Json::obj()
+            .with("index", self.index)
+            .with("sent", self.sent)
+            .with("msgs_per_s", round2(self.msgs_per_s))
+            .with("would_block", self.would_block)
+    }
+}
+
 /// One receiver's figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceiverRow {
@@ -391,17 +402,7 @@ impl Report {
                     ),
             );
         }
-        let senders: Vec<Json> = self
-            .senders()
-            .iter()
-            .map(|s| {
-                Json::obj()
-                    .with("index", s.index)
-                    .with("sent", s.sent)
-                    .with("msgs_per_s", round2(s.msgs_per_s))
-                    .with("would_block", s.would_block)
-            })
-            .collect();
+        let senders: Vec<Json> = self.senders().iter().map(SenderRow::to_json).collect();
         j.push("senders_detail", senders);
         if !i.pingpong {
             let receivers: Vec<Json> = self
