@@ -29,6 +29,9 @@ pub struct Inbox {
     pub(crate) open: bool,
     /// How many more messages may be taken before the agent drains.
     pub(crate) room: usize,
+    /// A delivery was refused since the last retry: the endpoint holds it until
+    /// `Endpoint::poll_delivery`.
+    pub(crate) refused: bool,
 }
 
 impl Inbox {
@@ -47,6 +50,7 @@ impl Inbox {
 impl DeliverySink for Inbox {
     fn deliver(&mut self, d: &Delivery<'_>) -> bool {
         if !self.open || self.room == 0 {
+            self.refused = true;
             return false;
         }
         self.room -= 1;

@@ -972,8 +972,11 @@ impl MemberAgent {
             return;
         }
         self.process_inbox();
-        if self.endpoint.sink().open && self.endpoint.sink().room > 0 {
-            // Deliveries refused earlier (full or paused) go now.
+        let sink = self.endpoint.sink();
+        if sink.refused && sink.open && sink.room > 0 {
+            // Deliveries refused earlier (full or paused) go now; the retry scans every
+            // stream, so it runs only after a refusal, not on every datagram.
+            self.endpoint.sink_mut().refused = false;
             self.endpoint.poll_delivery();
             self.process_inbox();
         }
