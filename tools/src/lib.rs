@@ -17,6 +17,8 @@
 //! * [`lab_run`] — one member per process / namespace, and the lab coordinator.
 //! * [`ordered_bench`] — `vsync-bench ordered`: OrderedSend / Send over the full stack
 //!   (real member and oracle processes) against raw UDP, and the member side of it.
+//! * [`demo`] — `vsync-demo`, the main job: the slides' program and a Send / OrderedSend
+//!   benchmark through the public `vsync` API on the embedded oracle, against raw UDP.
 //! * [`report`] — per-receiver and aggregate figures, text and JSON output.
 //! * [`cli`] — `vsync-bench`'s command line.
 //! * [`json`] — a minimal JSON writer/parser (no serde in this workspace).
@@ -24,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod demo;
 pub mod json;
 pub mod lab_run;
 pub mod loopback;
