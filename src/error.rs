@@ -60,6 +60,9 @@ pub enum VsyncError {
     Registry(String),
     /// The call did not complete in time; the text says what was waited for.
     Timeout(String),
+    /// A persistent group's checkpoint file could not be read or written; the text names the
+    /// file and the problem (a corrupt file fails the join and leaves `.bak` untouched).
+    Checkpoint(String),
 }
 
 impl fmt::Display for VsyncError {
@@ -90,6 +93,7 @@ impl fmt::Display for VsyncError {
             }
             VsyncError::Registry(m) => write!(f, "type registry: {m}"),
             VsyncError::Timeout(m) => write!(f, "timed out waiting for {m}"),
+            VsyncError::Checkpoint(m) => write!(f, "persistent checkpoint: {m}"),
         }
     }
 }

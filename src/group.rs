@@ -44,21 +44,27 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 use vsync_control::agent::MsgKind;
 use vsync_control::oracle::{Signature as OracleSignature, View as OracleView};
 use vsync_dataplane::{GroupId, MemberId, ViewId};
 
+use crate::checkpoint_file::CheckpointFile;
 use crate::error::VsyncError;
 use crate::marshal::{
     Address, ArgList, Args, ArgsRef, DispatchError, Encode, Handler, Handlers, Marshal, Reader,
     Reply, RequestCode, Signature, SignatureSet, TypeRegistry, Writer,
 };
+use crate::persistent::{InitFn, LoadFn, MakeFn, Persistence};
 use crate::query::{NReplies, Replies, ReplyKind, Timeout};
 use crate::system::{gid_of, Cmd, JoinMode, System};
+use crate::watch::{WatchEvent, WatchId, Watches};
 
 pub(crate) const K_MSG: u8 = 1;
 pub(crate) const K_QUERY: u8 = 2;
@@ -90,6 +96,12 @@ pub(crate) enum Upcall {
     LoadCheckpoint {
         state: Vec<u8>,
     },
+    /// Write the persistent checkpoint now (at rank 0); `done` gets whether it was written.
+    Persist {
+        done: Option<Sender<Result<bool, VsyncError>>>,
+    },
+    /// Re-read settings (the checkpoint interval changed).
+    Wake,
     Gone,
 }
 
@@ -321,8 +333,6 @@ impl IntoArgs for &ArgList {
 }
 
 type ViewFn = Box<dyn FnMut(&View) + Send>;
-type MakeFn = Box<dyn FnMut() -> Vec<Vec<u8>> + Send>;
-type LoadFn = Box<dyn FnMut(Vec<Vec<u8>>) + Send>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -338,6 +348,7 @@ struct Callbacks {
     views: Vec<ViewFn>,
     make: Option<MakeFn>,
     load: Option<LoadFn>,
+    initializers: Vec<InitFn>,
 }
 
 struct Local {
@@ -346,6 +357,8 @@ struct Local {
     registry: TypeRegistry,
     /// code → (signature code, signature): the sender-side check after join.
     table: BTreeMap<RequestCode, Vec<(Vec<u8>, Signature)>>,
+    /// The persistent checkpoint file (`Persistent(path)`), if any.
+    persistent: Option<CheckpointFile>,
 }
 
 struct GroupInner {
@@ -356,6 +369,14 @@ struct GroupInner {
     view: Mutex<Option<View>>,
     /// The sender and primitive of the message whose handlers are running.
     current: Mutex<Option<(Address, MsgKind)>>,
+    /// The delivery thread's queue (for checkpoint requests), while joined.
+    upcalls: Mutex<Option<Sender<Upcall>>>,
+    /// The delivery thread, while it runs (calls from a handler must not wait for it).
+    delivery_thread: Mutex<Option<ThreadId>>,
+    /// `SetCheckpointInterval`, in milliseconds; 0 = manual checkpoints only.
+    checkpoint_interval_ms: AtomicU64,
+    /// Watches on members.
+    watches: Mutex<Watches>,
 }
 
 /// An Isis² process group. Cheap to clone (clones are the same group object); handlers may
@@ -404,12 +425,18 @@ impl Group {
                         views: Vec::new(),
                         make: None,
                         load: None,
+                        initializers: Vec::new(),
                     }),
                     registry: TypeRegistry::new(),
                     table: BTreeMap::new(),
+                    persistent: None,
                 }),
                 view: Mutex::new(None),
                 current: Mutex::new(None),
+                upcalls: Mutex::new(None),
+                delivery_thread: Mutex::new(None),
+                checkpoint_interval_ms: AtomicU64::new(0),
+                watches: Mutex::new(Watches::default()),
             }),
         })
     }
@@ -480,6 +507,223 @@ impl Group {
         Ok(self)
     }
 
+    /// Registers an initializer (Isis² `g.Initializer += ...`): runs on the delivery thread,
+    /// before the first view callback, at a member that creates the group — only when no
+    /// other member is running (otherwise a state transfer is done) and no persistent
+    /// checkpoint exists (otherwise it is loaded). Only before joining.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// let g = Group::new(&sys, "accounts")?;
+    /// g.initializer(|| println!("accounts is starting from scratch"))?;
+    /// g.join()?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn initializer(&self, f: impl FnMut() + Send + 'static) -> Result<&Self, VsyncError> {
+        self.before_join(|cb| cb.initializers.push(Box::new(f)))?;
+        Ok(self)
+    }
+
+    /// Isis² `Persistent(path)`: associates the group with a checkpoint file so its state
+    /// survives periods when every member has exited. Every member calls it (all must reach
+    /// the same file; only the rank-0 member writes it). The checkpoint is the state-transfer
+    /// maker's chunks ([`Group::make_checkpoint`]), loaded with the loader
+    /// ([`Group::load_checkpoint`]); both must be registered. A member creating the group
+    /// loads the file if it holds a checkpoint (the initializer then does not run), or runs
+    /// the initializer and writes the first checkpoint. Writes go to `{path}.tmp`, are
+    /// fsynced and renamed over `path`, keeping the previous checkpoint as `{path}.bak`. A
+    /// corrupt file fails [`Group::join`] with [`VsyncError::Checkpoint`] and leaves `.bak`
+    /// intact. Only before joining.
+    ///
+    /// ```no_run
+    /// # use std::sync::{Arc, Mutex};
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// let counter = Arc::new(Mutex::new(0u64));
+    /// let g = Group::new(&sys, "counter")?;
+    /// let c = counter.clone();
+    /// g.make_checkpoint(move || vec![c.lock().unwrap().to_le_bytes().to_vec()])?;
+    /// let c = counter.clone();
+    /// g.load_checkpoint(move |chunks| {
+    ///     *c.lock().unwrap() = u64::from_le_bytes(chunks[0][..8].try_into().unwrap())
+    /// })?;
+    /// g.persistent("/var/lib/myapp/counter.ckpt")?;
+    /// g.join()?;
+    /// g.set_checkpoint_interval(Some(std::time::Duration::from_secs(30)))?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn persistent(&self, path: impl Into<PathBuf>) -> Result<&Self, VsyncError> {
+        let path = path.into();
+        if path.as_os_str().is_empty() || path.file_name().is_none() {
+            return Err(VsyncError::Config(format!(
+                "Persistent({}): expected a file path",
+                path.display()
+            )));
+        }
+        self.inner.system.check()?;
+        let mut l = lock(&self.inner.local);
+        if l.phase != Phase::Fresh {
+            return Err(VsyncError::AlreadyJoined {
+                group: self.inner.name.clone(),
+            });
+        }
+        l.persistent = Some(CheckpointFile::new(path));
+        Ok(self)
+    }
+
+    /// Isis² `MakeCheckpoint()`: at the rank-0 member of a persistent group, writes a
+    /// checkpoint now, after the messages already delivered; returns `true` if this member
+    /// wrote it (`false` at other members and for groups that are not persistent). Called
+    /// from inside a handler of this group, the checkpoint is queued behind the running
+    /// handler and the call returns `true` at rank 0 without waiting.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "counter")?;
+    /// # g.join()?;
+    /// if g.checkpoint_now()? {
+    ///     println!("checkpoint written");
+    /// }
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn checkpoint_now(&self) -> Result<bool, VsyncError> {
+        self.joined()?;
+        let Some(tx) = lock(&self.inner.upcalls).clone() else {
+            return Err(VsyncError::NotJoined {
+                group: self.inner.name.clone(),
+            });
+        };
+        let on_delivery_thread =
+            *lock(&self.inner.delivery_thread) == Some(std::thread::current().id());
+        if on_delivery_thread {
+            let rank0 = self.my_rank() == Some(0);
+            let _ = tx.send(Upcall::Persist { done: None });
+            return Ok(rank0 && lock(&self.inner.local).persistent.is_some());
+        }
+        let (done, rx) = mpsc::channel();
+        tx.send(Upcall::Persist { done: Some(done) })
+            .map_err(|_| VsyncError::NotJoined {
+                group: self.inner.name.clone(),
+            })?;
+        let sys = &self.inner.system;
+        sys.wait(&rx, Some(sys.inner.join_timeout), "the checkpoint")
+    }
+
+    /// Isis² `SetCheckpointInterval(s)`: the rank-0 member of a persistent group writes a
+    /// checkpoint every `interval` (`None`, like `SetCheckpointInterval(-1)`, returns to
+    /// manual checkpoints). May be called before or after joining; every member may call it
+    /// (whoever is rank 0 acts on it).
+    pub fn set_checkpoint_interval(&self, interval: Option<Duration>) -> Result<(), VsyncError> {
+        self.inner.system.check()?;
+        let ms = match interval {
+            None => 0,
+            Some(d) if d.is_zero() => {
+                return Err(VsyncError::Config(
+                    "SetCheckpointInterval: the interval must be positive (None for manual)".into(),
+                ))
+            }
+            Some(d) => d.as_millis().clamp(1, u64::MAX as u128) as u64,
+        };
+        self.inner
+            .checkpoint_interval_ms
+            .store(ms, Ordering::Relaxed);
+        if let Some(tx) = lock(&self.inner.upcalls).as_ref() {
+            let _ = tx.send(Upcall::Wake);
+        }
+        Ok(())
+    }
+
+    /// Isis² `Watch[who] += f`: `f(who, event)` runs on the delivery thread, in order with
+    /// the views, whenever a later view shows `who` joining or leaving (gracefully or by
+    /// failure). Returns an id for [`Group::cancel_watch`] (`Watch[who] -= f`). May be
+    /// called at any time.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System, WatchEvent};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// # g.join()?;
+    /// let who = g.view().unwrap().members[0];
+    /// let id = g.watch(who, |who, ev| match ev {
+    ///     WatchEvent::Join => println!("{who} joined"),
+    ///     WatchEvent::Leave { failed } => println!("{who} left (failed: {failed})"),
+    /// })?;
+    /// g.cancel_watch(id);
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn watch(
+        &self,
+        who: Address,
+        f: impl FnMut(Address, WatchEvent) + Send + 'static,
+    ) -> Result<WatchId, VsyncError> {
+        self.inner.system.check()?;
+        Ok(lock(&self.inner.watches).add(who, Box::new(f)))
+    }
+
+    /// Cancels a watch; false if it was already cancelled.
+    pub fn cancel_watch(&self, id: WatchId) -> bool {
+        lock(&self.inner.watches).cancel(id)
+    }
+
+    /// Isis² `HasFailed(who)`: reports a member of the current view as failed; the oracle
+    /// excludes it and a new view follows (use with care: the member is poisoned). Only for
+    /// a current member of a group this process belongs to.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// # g.join()?;
+    /// let suspect = g.view().unwrap().members[1];
+    /// g.has_failed(suspect)?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn has_failed(&self, who: Address) -> Result<(), VsyncError> {
+        self.joined()?;
+        if !self.view().is_some_and(|v| v.contains(who)) {
+            return Err(VsyncError::NotMember { member: who });
+        }
+        self.inner.system.submit(Cmd::HasFailed {
+            gid: self.inner.gid,
+            who: who.member_id(),
+        })
+    }
+
+    /// Isis² `Terminate()`: ends the group for every member. Each member's delivery thread
+    /// stops after the messages delivered before the end; afterwards the group is not
+    /// joined anywhere, and its name may be created again (a persistent group then restarts
+    /// from its checkpoint file).
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "scratch")?;
+    /// # g.join()?;
+    /// g.terminate()?;
+    /// assert!(!g.is_joined());
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn terminate(&self) -> Result<(), VsyncError> {
+        self.joined()?;
+        let sys = &self.inner.system;
+        let (done, rx) = mpsc::channel();
+        sys.submit(Cmd::Terminate {
+            gid: self.inner.gid,
+            done,
+        })?;
+        sys.wait(&rx, Some(sys.inner.join_timeout), "the group to terminate")?;
+        // The oracle has ended the group; wait (bounded) for this member to see it.
+        let t = Instant::now();
+        while lock(&self.inner.local).phase == Phase::Joined && t.elapsed() < sys.inner.join_timeout
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        lock(&self.inner.local).phase = Phase::Left;
+        Ok(())
+    }
+
     /// Registers a user type (Isis² `Msg.RegisterType`) whose definition becomes part of the
     /// group signature. Types used by handler signatures are registered automatically.
     pub fn register_type<T: Encode + ?Sized>(&self) -> Result<&Self, VsyncError> {
@@ -513,7 +757,7 @@ impl Group {
     fn do_join(&self, mode: JoinMode) -> Result<(), VsyncError> {
         let sys = &self.inner.system;
         sys.check()?;
-        let (callbacks, signature) = {
+        let (callbacks, signature, persistent) = {
             let mut l = lock(&self.inner.local);
             if l.phase != Phase::Fresh {
                 return Err(VsyncError::AlreadyJoined {
@@ -536,12 +780,19 @@ impl Group {
                     .or_default()
                     .push((sig.code(), sig.clone()));
             }
+            if l.persistent.is_some() && (cb.make.is_none() || cb.load.is_none()) {
+                return Err(VsyncError::Config(format!(
+                    "group {:?} is Persistent: register make_checkpoint and load_checkpoint \
+                     before joining (the checkpoint is the state transfer's)",
+                    self.inner.name
+                )));
+            }
             let set = SignatureSet::from_handlers(&cb.handlers, &registry)?;
             let signature = oracle_signature(&set);
             l.registry = registry;
             l.table = table;
             l.phase = Phase::Joining;
-            (l.callbacks.take(), signature)
+            (l.callbacks.take(), signature, l.persistent.clone())
         };
         let Some(callbacks) = callbacks else {
             return Err(VsyncError::AlreadyJoined {
@@ -549,11 +800,14 @@ impl Group {
             });
         };
         let (up_tx, up_rx) = mpsc::channel::<Upcall>();
+        *lock(&self.inner.upcalls) = Some(up_tx.clone());
         let inner = self.inner.clone();
-        std::thread::Builder::new()
+        let persistence = Persistence::new(persistent);
+        let thread = std::thread::Builder::new()
             .name(format!("vsync-deliver-{}", self.inner.name))
-            .spawn(move || delivery_loop(inner, up_rx, callbacks))
+            .spawn(move || delivery_loop(inner, up_rx, callbacks, persistence))
             .map_err(|e| VsyncError::Start(format!("delivery thread: {e}")))?;
+        *lock(&self.inner.delivery_thread) = Some(thread.thread().id());
         let (done, rx) = mpsc::channel();
         let r = sys
             .submit(Cmd::Join {
@@ -571,7 +825,10 @@ impl Group {
             Err(_) => {
                 l.phase = Phase::Left;
                 drop(l);
-                if matches!(r, Err(VsyncError::Timeout(_))) {
+                if matches!(
+                    r,
+                    Err(VsyncError::Timeout(_)) | Err(VsyncError::Checkpoint(_))
+                ) {
                     let (done, _rx) = mpsc::channel();
                     let _ = sys.submit(Cmd::Leave {
                         gid: self.inner.gid,
@@ -831,15 +1088,59 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// The delivery thread: runs upcalls in order until the group is gone.
-fn delivery_loop(inner: Arc<GroupInner>, rx: mpsc::Receiver<Upcall>, mut cb: Callbacks) {
+fn delivery_loop(
+    inner: Arc<GroupInner>,
+    rx: mpsc::Receiver<Upcall>,
+    mut cb: Callbacks,
+    mut persistence: Persistence,
+) {
     let sys = inner.system.clone();
-    for up in rx {
+    loop {
+        let interval = match inner.checkpoint_interval_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
+        let up = match persistence.wait_budget(interval, Instant::now()) {
+            None => match rx.recv() {
+                Ok(up) => up,
+                Err(_) => break,
+            },
+            Some(budget) => match rx.recv_timeout(budget) {
+                Ok(up) => up,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if persistence.take_due(interval, Instant::now())
+                        && lock(&inner.view).as_ref().and_then(|v| v.my_rank()) == Some(0)
+                    {
+                        let _ = persistence.write(cb.make.as_mut());
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
         match up {
             Upcall::View { view, join_done } => {
+                if let Some(d) = join_done.as_ref() {
+                    // This member's first view: with no other member there is no state
+                    // transfer, so load the persistent checkpoint or run the initializers.
+                    if view.members == [view.me] {
+                        let started = persistence.on_create(
+                            cb.load.as_mut(),
+                            cb.make.as_mut(),
+                            &mut cb.initializers,
+                        );
+                        if let Err(e) = started {
+                            let _ = d.send(Err(e));
+                            continue;
+                        }
+                    }
+                }
                 *lock(&inner.view) = Some(view.clone());
                 for f in cb.views.iter_mut() {
                     let _ = catch_unwind(AssertUnwindSafe(|| f(&view)));
                 }
+                let triggered = lock(&inner.watches).triggered(&view);
+                crate::watch::run(triggered);
                 if let Some(d) = join_done {
                     // Mark joined before answering so `join()` returning implies is_joined.
                     lock(&inner.local).phase = Phase::Joined;
@@ -891,10 +1192,24 @@ fn delivery_loop(inner: Arc<GroupInner>, rx: mpsc::Receiver<Upcall>, mut cb: Cal
                     let _ = catch_unwind(AssertUnwindSafe(|| f(chunks)));
                 }
             }
+            Upcall::Persist { done } => {
+                let rank0 = lock(&inner.view).as_ref().and_then(|v| v.my_rank()) == Some(0);
+                let r = if rank0 && persistence.is_persistent() {
+                    persistence.write(cb.make.as_mut())
+                } else {
+                    Ok(false)
+                };
+                if let Some(d) = done {
+                    let _ = d.send(r);
+                }
+            }
+            Upcall::Wake => {}
             Upcall::Gone => break,
         }
     }
     *lock(&inner.view) = None;
+    *lock(&inner.upcalls) = None;
+    *lock(&inner.delivery_thread) = None;
     let mut l = lock(&inner.local);
     if l.phase == Phase::Joined {
         l.phase = Phase::Left;

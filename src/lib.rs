@@ -17,8 +17,10 @@ pub mod durability;
 pub mod error;
 pub mod group;
 pub mod marshal;
+mod persistent;
 pub mod query;
 pub mod system;
+pub mod watch;
 
 pub use error::VsyncError;
 pub use group::{Group, IntoArgs, View};
@@ -26,3 +28,4 @@ pub use marshal::{Address, Reply};
 pub use query::{NReplies, Replies, Timeout, TimeoutAction};
 pub use system::{System, SystemBuilder, DEFAULT_ORACLE_PORT};
 pub use vsync_control::agent::MsgKind;
+pub use watch::{WatchEvent, WatchId};

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use vsync_control::agent::{AgentConfig, AgentError, AgentEvent, MsgKind};
 use vsync_control::config::ControlConfig;
-use vsync_control::oracle::{group_id, Signature as OracleSignature, View as OracleView};
+use vsync_control::oracle::{group_id, Command, Signature as OracleSignature, View as OracleView};
 use vsync_control::runtime::{MemberRuntime, OracleNode, RuntimeConfig, RuntimeError};
 use vsync_control::service::ServiceConfig;
 use vsync_dataplane::config::ProtocolConfig;
@@ -123,6 +123,16 @@ pub(crate) enum Cmd {
     },
     Shutdown {
         done: Done<()>,
+    },
+    /// Isis² `Terminate`: end the group for every member.
+    Terminate {
+        gid: GroupId,
+        done: Done<()>,
+    },
+    /// Isis² `HasFailed`: report a member of the group as failed.
+    HasFailed {
+        gid: GroupId,
+        who: MemberId,
     },
 }
 
@@ -592,6 +602,7 @@ enum ReqKind {
     Join,
     Create,
     Leave,
+    Terminate,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -655,6 +666,8 @@ struct Driver {
     origin: Instant,
     next_qid: u64,
     shutdown: Option<(Instant, Vec<Done<()>>)>,
+    /// Terminate requests in flight, by request number.
+    terminations: BTreeMap<u64, Done<()>>,
 }
 
 impl Driver {
@@ -668,6 +681,7 @@ impl Driver {
             origin: Instant::now(),
             next_qid: 0,
             shutdown: None,
+            terminations: BTreeMap::new(),
         }
     }
 
@@ -912,6 +926,28 @@ impl Driver {
                 }
             },
             Cmd::Shutdown { done } => self.begin_shutdown(vec![done]),
+            Cmd::Terminate { gid, done } => match self.groups.get(&gid).map(|s| s.phase) {
+                Some(Phase::Active) => {
+                    let seq = self
+                        .rt
+                        .agent_mut()
+                        .request(Command::Terminate { group: gid });
+                    self.requests.insert(seq, (gid, ReqKind::Terminate));
+                    self.terminations.insert(seq, done);
+                }
+                _ => {
+                    let _ = done.send(Err(self.not_joined(gid)));
+                }
+            },
+            Cmd::HasFailed { gid, who } => {
+                if self
+                    .groups
+                    .get(&gid)
+                    .is_some_and(|s| s.phase == Phase::Active)
+                {
+                    self.rt.agent_mut().has_failed(who);
+                }
+            }
         }
     }
 
@@ -948,6 +984,7 @@ impl Driver {
             ReqKind::Join => agent.join(&name, sig),
             ReqKind::Create => agent.create(&name, sig),
             ReqKind::Leave => agent.leave(g),
+            ReqKind::Terminate => agent.request(Command::Terminate { group: g }),
         };
         self.requests.insert(seq, (g, kind));
     }
@@ -1235,6 +1272,18 @@ impl Driver {
         let Some((g, kind)) = self.requests.remove(&seq) else {
             return;
         };
+        if let Some(done) = self.terminations.remove(&seq) {
+            let name = self
+                .groups
+                .get(&g)
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            let _ = done.send(result.map_err(|reason| VsyncError::Refused {
+                group: name,
+                reason,
+            }));
+            return;
+        }
         let Err(reason) = result else {
             return; // accepted: the view (or Gone) follows
         };
@@ -1251,6 +1300,7 @@ impl Driver {
                     }));
                 }
             }
+            ReqKind::Terminate => {}
             ReqKind::Join | ReqKind::Create => {
                 if gs.phase != Phase::Requested {
                     return;
