@@ -20,6 +20,10 @@
 //! check    xxh3-64 LE        of everything before it
 //! ```
 //!
+//! A secure group's checkpoint ([`CheckpointFile::with_key`]) is the same bytes sealed with
+//! AES-256-GCM: `"VSCE" 1 0 0 0`, a 12-byte random nonce, the ciphertext, a 16-byte tag (the
+//! 8-byte header is authenticated too).
+//!
 //! Decoding is bounded: counts and lengths are checked against the bytes actually present
 //! before anything is allocated, and files above [`CheckpointFile::max_size`] are refused.
 //!
@@ -92,6 +96,12 @@ pub enum FormatError {
     },
     /// Bytes are left between the last chunk and the checksum.
     TrailingBytes(usize),
+    /// The file is encrypted (a secure group's checkpoint) but no key was given.
+    Encrypted,
+    /// The file is not encrypted, but this secure group's checkpoints must be.
+    NotEncrypted,
+    /// The encrypted checkpoint does not decrypt with the group key (wrong key, or damaged).
+    DecryptFailed,
 }
 
 impl fmt::Display for FormatError {
@@ -124,6 +134,15 @@ impl fmt::Display for FormatError {
             FormatError::TrailingBytes(n) => {
                 write!(f, "{n} unexpected bytes after the last chunk")
             }
+            FormatError::Encrypted => {
+                f.write_str("the checkpoint is encrypted and no group key was given")
+            }
+            FormatError::NotEncrypted => f.write_str(
+                "the checkpoint is not encrypted, but this secure group's checkpoints must be",
+            ),
+            FormatError::DecryptFailed => f.write_str(
+                "the encrypted checkpoint does not decrypt with the group key (wrong key or damaged)",
+            ),
         }
     }
 }
@@ -264,7 +283,13 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Vec<u8>>, FormatError> {
 pub struct CheckpointFile {
     path: PathBuf,
     max_size: u64,
+    key: Option<crate::secure::GroupKey>,
 }
+
+/// The magic of an encrypted checkpoint: `"VSCE" 1 0 0 0`, then a sealed plain checkpoint
+/// (`nonce (12) | AES-256-GCM ciphertext | tag (16)`, the 8-byte header authenticated).
+const ENC_MAGIC: [u8; 4] = *b"VSCE";
+const ENC_HEADER: [u8; 8] = *b"VSCE\x01\0\0\0";
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = OsString::from(path.as_os_str());
@@ -278,7 +303,15 @@ impl CheckpointFile {
         CheckpointFile {
             path: path.into(),
             max_size: DEFAULT_MAX_SIZE,
+            key: None,
         }
+    }
+
+    /// Encrypts checkpoints with a secure group's key (`SetSecure(key)`): written files are
+    /// AES-256-GCM sealed, and loads refuse files that are not, or that do not decrypt.
+    pub fn with_key(mut self, key: [u8; 32]) -> Self {
+        self.key = Some(key);
+        self
     }
 
     /// Sets the largest file [`load`](Self::load) will read.
@@ -314,7 +347,13 @@ impl CheckpointFile {
             let path = path.to_path_buf();
             move |source| CheckpointError::Io { op, path, source }
         };
-        let bytes = encode(chunks);
+        let mut bytes = encode(chunks);
+        if let Some(key) = &self.key {
+            let sealed =
+                crate::secure::seal(key, &ENC_HEADER, &bytes).map_err(io("encrypt", &self.path))?;
+            bytes = ENC_HEADER.to_vec();
+            bytes.extend_from_slice(&sealed);
+        }
         let tmp = self.tmp_path();
         let written = (|| -> io::Result<()> {
             let mut f = OpenOptions::new()
@@ -395,11 +434,23 @@ impl CheckpointFile {
                 max: self.max_size,
             });
         }
-        decode(&bytes)
-            .map(Some)
-            .map_err(|what| CheckpointError::Corrupt {
-                path: path.to_path_buf(),
-                what,
-            })
+        let corrupt = |what| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            what,
+        };
+        let encrypted = bytes.len() >= 8 && bytes[..4] == ENC_MAGIC;
+        let plain = match (&self.key, encrypted) {
+            (None, true) => return Err(corrupt(FormatError::Encrypted)),
+            (Some(_), false) => return Err(corrupt(FormatError::NotEncrypted)),
+            (None, false) => bytes,
+            (Some(key), true) => {
+                if bytes[..8] != ENC_HEADER {
+                    return Err(corrupt(FormatError::UnsupportedVersion(bytes[4])));
+                }
+                crate::secure::open(key, &ENC_HEADER, &bytes[8..])
+                    .ok_or_else(|| corrupt(FormatError::DecryptFailed))?
+            }
+        };
+        decode(&plain).map(Some).map_err(corrupt)
     }
 }

@@ -72,7 +72,7 @@ pub(crate) const K_REPLY: u8 = 3;
 pub(crate) const K_LEAVING: u8 = 4;
 
 /// Most bytes of the human-readable signature text sent to the oracle.
-const MAX_SIG_TEXT: usize = 1000;
+const MAX_SIG_TEXT: usize = 960;
 
 /// Longest group name the oracle accepts, in bytes.
 const MAX_GROUP_NAME: usize = 256;
@@ -359,6 +359,9 @@ struct Local {
     table: BTreeMap<RequestCode, Vec<(Vec<u8>, Signature)>>,
     /// The persistent checkpoint file (`Persistent(path)`), if any.
     persistent: Option<CheckpointFile>,
+    /// `SetSecure`: `Some(Some(key))` with the application's key, `Some(None)` for a random
+    /// key shared through the persistent file's `.key` companion.
+    secure: Option<Option<[u8; 32]>>,
 }
 
 struct GroupInner {
@@ -430,6 +433,7 @@ impl Group {
                     registry: TypeRegistry::new(),
                     table: BTreeMap::new(),
                     persistent: None,
+                    secure: None,
                 }),
                 view: Mutex::new(None),
                 current: Mutex::new(None),
@@ -569,6 +573,42 @@ impl Group {
             });
         }
         l.persistent = Some(CheckpointFile::new(path));
+        Ok(self)
+    }
+
+    /// Isis² `SetSecure()` / `SetSecure(key)`: every datagram of the group is encrypted and
+    /// authenticated with an AES-256-GCM group key, and members with a different key (or
+    /// none) are refused at join with an error saying the keys differ.
+    ///
+    /// * `Some(key)`: the application supplies the key (and must get it to every member,
+    ///   e.g. from a certificate store); it is never written anywhere, and a persistent
+    ///   group's checkpoint file is encrypted with it.
+    /// * `None`: a random key, which requires [`Group::persistent`]: the first member
+    ///   creates `{path}.key` (mode 0600) beside the checkpoint and later members read it, so
+    ///   access to the group is governed by file permissions (the manual's first mode); the
+    ///   checkpoint itself is not encrypted.
+    ///
+    /// Only before joining.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// let key = [0x42u8; 32]; // from a key store, in real use
+    /// let g = Group::new(&sys, "payroll")?;
+    /// g.on(0, |amount: u64| println!("{amount}"))?;
+    /// g.set_secure(Some(key))?;
+    /// g.join()?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn set_secure(&self, key: Option<[u8; 32]>) -> Result<&Self, VsyncError> {
+        self.inner.system.check()?;
+        let mut l = lock(&self.inner.local);
+        if l.phase != Phase::Fresh {
+            return Err(VsyncError::AlreadyJoined {
+                group: self.inner.name.clone(),
+            });
+        }
+        l.secure = Some(key);
         Ok(self)
     }
 
@@ -757,7 +797,7 @@ impl Group {
     fn do_join(&self, mode: JoinMode) -> Result<(), VsyncError> {
         let sys = &self.inner.system;
         sys.check()?;
-        let (callbacks, signature, persistent) = {
+        let (callbacks, signature, persistent, key) = {
             let mut l = lock(&self.inner.local);
             if l.phase != Phase::Fresh {
                 return Err(VsyncError::AlreadyJoined {
@@ -788,11 +828,39 @@ impl Group {
                 )));
             }
             let set = SignatureSet::from_handlers(&cb.handlers, &registry)?;
-            let signature = oracle_signature(&set);
+            let key = match l.secure {
+                None => None,
+                Some(Some(k)) => Some(k),
+                Some(None) => {
+                    let Some(file) = l.persistent.as_ref() else {
+                        return Err(VsyncError::Config(format!(
+                            "group {:?}: set_secure(None) draws a random key that members share \
+                             through the persistent checkpoint's directory: call persistent(path) \
+                             too, or supply the key with set_secure(Some(key))",
+                            self.inner.name
+                        )));
+                    };
+                    let mut kp = file.path().as_os_str().to_owned();
+                    kp.push(".key");
+                    let kp = PathBuf::from(kp);
+                    Some(crate::secure::load_or_create_key_file(&kp).map_err(|e| {
+                        VsyncError::Config(format!("group key file {}: {e}", kp.display()))
+                    })?)
+                }
+            };
+            if let (Some(Some(k)), Some(file)) = (l.secure, l.persistent.take()) {
+                l.persistent = Some(file.with_key(k));
+            }
+            let mut signature = oracle_signature(&set);
+            if let Some(k) = &key {
+                let kcv = crate::secure::check_value(k);
+                signature.hash ^= kcv.rotate_left(17) | 1;
+                signature.text = format!("{}; secure group (key check {kcv:016x})", signature.text);
+            }
             l.registry = registry;
             l.table = table;
             l.phase = Phase::Joining;
-            (l.callbacks.take(), signature, l.persistent.clone())
+            (l.callbacks.take(), signature, l.persistent.clone(), key)
         };
         let Some(callbacks) = callbacks else {
             return Err(VsyncError::AlreadyJoined {
@@ -816,6 +884,7 @@ impl Group {
                 signature,
                 mode,
                 upcalls: up_tx,
+                key,
                 done,
             })
             .and_then(|()| sys.wait(&rx, Some(sys.inner.join_timeout), "the first view"));

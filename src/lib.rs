@@ -19,6 +19,7 @@ pub mod group;
 pub mod marshal;
 mod persistent;
 pub mod query;
+mod secure;
 pub mod system;
 pub mod watch;
 

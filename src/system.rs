@@ -81,6 +81,8 @@ pub(crate) enum Cmd {
         signature: OracleSignature,
         mode: JoinMode,
         upcalls: Sender<Upcall>,
+        /// A secure group's key.
+        key: Option<[u8; 32]>,
         done: Done<()>,
     },
     Leave {
@@ -822,6 +824,7 @@ impl Driver {
                 signature,
                 mode,
                 upcalls,
+                key,
                 done,
             } => {
                 if self.shutdown.is_some() {
@@ -832,6 +835,7 @@ impl Driver {
                     let _ = done.send(Err(VsyncError::AlreadyJoined { group: name }));
                     return;
                 }
+                self.rt.agent_mut().set_group_key(gid, key);
                 self.groups.insert(
                     gid,
                     GState {

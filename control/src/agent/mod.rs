@@ -243,6 +243,8 @@ pub struct MemberAgent {
     /// Groups this member left (or was removed from): the last view it held. A late or
     /// duplicated status naming that view or an older one must not re-install it.
     departed: BTreeMap<GroupId, ViewId>,
+    /// Secure groups' AES-256-GCM keys (see [`MemberAgent::set_group_key`]).
+    group_keys: BTreeMap<GroupId, [u8; 32]>,
 }
 
 impl std::fmt::Debug for MemberAgent {
@@ -281,6 +283,7 @@ impl MemberAgent {
             addrs: BTreeMap::new(),
             generation: 0,
             departed: BTreeMap::new(),
+            group_keys: BTreeMap::new(),
             groups: BTreeMap::new(),
             leader: 0,
             replicas,
@@ -412,6 +415,20 @@ impl MemberAgent {
             group,
             member: self.me,
         })
+    }
+
+    /// Sets (or with `None` clears) a secure group's AES-256-GCM key: the data plane seals
+    /// and opens every datagram of `group` with it from the next view installed here (set
+    /// it before joining). Every member must hold the same key.
+    pub fn set_group_key(&mut self, group: GroupId, key: Option<[u8; 32]>) {
+        match key {
+            Some(k) => {
+                self.group_keys.insert(group, k);
+            }
+            None => {
+                self.group_keys.remove(&group);
+            }
+        }
     }
 
     /// Reports `who` as failed (Isis² `HasFailed`).
@@ -729,7 +746,7 @@ impl MemberAgent {
             view: st.installed.id,
             members: st.installed.members.clone(),
             multicast: st.mcast.is_some(),
-            key: None,
+            key: self.group_keys.get(&st.installed.group).copied(),
         }
     }
 
