@@ -848,8 +848,8 @@ impl Group {
                     })?)
                 }
             };
-            if let (Some(Some(k)), Some(file)) = (l.secure, l.persistent.take()) {
-                l.persistent = Some(file.with_key(k));
+            if let Some(Some(k)) = l.secure {
+                l.persistent = l.persistent.take().map(|file| file.with_key(k));
             }
             let mut signature = oracle_signature(&set);
             if let Some(k) = &key {
