@@ -102,6 +102,14 @@ pub(crate) enum Upcall {
     },
     /// Re-read settings (the checkpoint interval changed).
     Wake,
+    /// A non-member client's request (see [`crate::client`]); answered only if the code is
+    /// allowed by [`Group::allow_client_requests`].
+    ClientRequest {
+        sender: Address,
+        code: RequestCode,
+        args: Vec<u8>,
+        qid: u64,
+    },
     Gone,
 }
 
@@ -380,6 +388,8 @@ struct GroupInner {
     checkpoint_interval_ms: AtomicU64,
     /// Watches on members.
     watches: Mutex<Watches>,
+    /// Request codes non-member clients may call (`AllowClientRequests`).
+    client_codes: Mutex<BTreeSet<RequestCode>>,
 }
 
 /// An Isis² process group. Cheap to clone (clones are the same group object); handlers may
@@ -441,6 +451,7 @@ impl Group {
                 delivery_thread: Mutex::new(None),
                 checkpoint_interval_ms: AtomicU64::new(0),
                 watches: Mutex::new(Watches::default()),
+                client_codes: Mutex::new(BTreeSet::new()),
             }),
         })
     }
@@ -705,6 +716,56 @@ impl Group {
     /// Cancels a watch; false if it was already cancelled.
     pub fn cancel_watch(&self, id: WatchId) -> bool {
         lock(&self.inner.watches).cancel(id)
+    }
+
+    /// Isis² `AllowClientRequests(code)`: lets non-member [`Client`](crate::Client)s call the
+    /// handlers of `code` at this member when it is their representative. Requests for other
+    /// codes get an `AbortReply` ("The group has not enabled client requests to request-code
+    /// k"). May be called at any time; every member that may represent clients calls it.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// let g = Group::new(&sys, "directory")?;
+    /// g.on(0, |name: String| name.len() as u32)?;
+    /// g.allow_client_requests(0)?;
+    /// g.join()?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn allow_client_requests(&self, code: RequestCode) -> Result<&Self, VsyncError> {
+        self.inner.system.check()?;
+        lock(&self.inner.client_codes).insert(code);
+        Ok(self)
+    }
+
+    /// Isis² `RedirectClient(client, newRep)`: tells a client this member represents to use
+    /// `new_rep` (a member of the current view) from now on. Requests already on their way
+    /// may still arrive here.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "directory")?;
+    /// # g.join()?;
+    /// # let client = sys.my_address();
+    /// let other = g.view().unwrap().members[1];
+    /// g.redirect_client(client, other)?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn redirect_client(&self, client: Address, new_rep: Address) -> Result<(), VsyncError> {
+        self.joined()?;
+        if !self.view().is_some_and(|v| v.contains(new_rep)) {
+            return Err(VsyncError::NotMember { member: new_rep });
+        }
+        let sys = &self.inner.system;
+        let (done, rx) = mpsc::channel();
+        sys.submit(Cmd::RedirectClient {
+            gid: self.inner.gid,
+            client: client.member_id(),
+            new_rep: new_rep.member_id(),
+            done,
+        })?;
+        sys.wait(&rx, Some(sys.inner.join_timeout), "the redirect")
     }
 
     /// Isis² `HasFailed(who)`: reports a member of the current view as failed; the oracle
@@ -1156,6 +1217,21 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// Runs the handlers of `code` on `args` and turns the outcome into a reply.
+fn run_handlers(handlers: &mut Handlers, code: RequestCode, args: &[u8]) -> ReplyKind {
+    let result = match ArgsRef::parse(args) {
+        Ok(a) => catch_unwind(AssertUnwindSafe(|| handlers.dispatch(code, a)))
+            .unwrap_or_else(|p| Ok(Reply::Abort(panic_text(p)))),
+        Err(e) => Ok(Reply::Abort(format!("malformed arguments: {e}"))),
+    };
+    match result {
+        Ok(Reply::Value(v)) => ReplyKind::Value(v.into_bytes()),
+        Ok(Reply::None) => ReplyKind::Null,
+        Ok(Reply::Abort(s)) => ReplyKind::Abort(s),
+        Err(e) => ReplyKind::Abort(e.to_string()),
+    }
+}
+
 /// The delivery thread: runs upcalls in order until the group is gone.
 fn delivery_loop(
     inner: Arc<GroupInner>,
@@ -1273,6 +1349,29 @@ fn delivery_loop(
                 }
             }
             Upcall::Wake => {}
+            Upcall::ClientRequest {
+                sender,
+                code,
+                args,
+                qid,
+            } => {
+                let reply = if lock(&inner.client_codes).contains(&code) {
+                    *lock(&inner.current) = Some((sender, MsgKind::P2p));
+                    let r = run_handlers(&mut cb.handlers, code, &args);
+                    *lock(&inner.current) = None;
+                    r
+                } else {
+                    ReplyKind::Abort(format!(
+                        "The group has not enabled client requests to request-code {code}"
+                    ))
+                };
+                let _ = sys.submit_internal(Cmd::Reply {
+                    gid: inner.gid,
+                    to: sender.member_id(),
+                    qid,
+                    reply,
+                });
+            }
             Upcall::Gone => break,
         }
     }

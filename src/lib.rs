@@ -13,6 +13,7 @@ pub use vsync_dataplane as dataplane;
 
 pub mod causal;
 pub mod checkpoint_file;
+pub mod client;
 pub mod durability;
 pub mod error;
 pub mod group;
@@ -23,6 +24,7 @@ mod secure;
 pub mod system;
 pub mod watch;
 
+pub use client::Client;
 pub use error::VsyncError;
 pub use group::{Group, IntoArgs, View};
 pub use marshal::{Address, Reply};

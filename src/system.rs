@@ -47,6 +47,7 @@ use vsync_dataplane::engine::{BackendChoice, EngineConfig, Waker};
 use vsync_dataplane::protocol::SendError;
 use vsync_dataplane::{GroupId, MemberId, ViewId};
 
+use crate::client::ClientDriver;
 use crate::error::VsyncError;
 use crate::group::{self, Upcall, View};
 use crate::marshal::Address;
@@ -135,6 +136,20 @@ pub(crate) enum Cmd {
     HasFailed {
         gid: GroupId,
         who: MemberId,
+    },
+    /// A non-member client's P2P query to its representative (see [`crate::client`]).
+    ClientQuery {
+        gid: GroupId,
+        timeout: Timeout,
+        body: Vec<u8>,
+        done: Done<Replies>,
+    },
+    /// Isis² `RedirectClient`.
+    RedirectClient {
+        gid: GroupId,
+        client: MemberId,
+        new_rep: MemberId,
+        done: Done<()>,
     },
 }
 
@@ -670,10 +685,13 @@ struct Driver {
     shutdown: Option<(Instant, Vec<Done<()>>)>,
     /// Terminate requests in flight, by request number.
     terminations: BTreeMap<u64, Done<()>>,
+    /// The client protocol (as a client and as a representative).
+    clients: ClientDriver,
 }
 
 impl Driver {
     fn new(rt: MemberRuntime, rx: Receiver<Cmd>, inner: Arc<SysInner>) -> Self {
+        let me = rt.agent().me();
         Driver {
             rt,
             rx,
@@ -684,6 +702,7 @@ impl Driver {
             next_qid: 0,
             shutdown: None,
             terminations: BTreeMap::new(),
+            clients: ClientDriver::new(me),
         }
     }
 
@@ -731,6 +750,7 @@ impl Driver {
             for e in events.drain(..) {
                 stop |= self.on_event(e);
             }
+            self.serve_clients();
             if stop {
                 break;
             }
@@ -739,6 +759,7 @@ impl Driver {
         if self.inner.status.load(Ordering::Acquire) == STATUS_ACTIVE {
             self.inner.status.store(STATUS_SHUTDOWN, Ordering::Release);
         }
+        self.clients.fail_all(|| VsyncError::ShutDown);
         if let Some((_, dones)) = self.shutdown.take() {
             for d in dones {
                 let _ = d.send(Ok(()));
@@ -751,6 +772,27 @@ impl Driver {
             *f = true;
         }
         self.inner.finished_cv.notify_all();
+    }
+
+    /// Client frames received on the control socket, and the client's own timers.
+    fn serve_clients(&mut self) {
+        while let Some((from, body)) = self.rt.poll_client() {
+            let groups = &self.groups;
+            let delivery = self.clients.on_frame(&mut self.rt, from, &body, |g| {
+                groups.get(&g).is_some_and(|s| s.phase == Phase::Active)
+            });
+            if let Some(d) = delivery {
+                if let Some(gs) = self.groups.get(&d.group) {
+                    let _ = gs.upcalls.send(Upcall::ClientRequest {
+                        sender: Address::from(d.client),
+                        code: d.code,
+                        args: d.args,
+                        qid: d.qid,
+                    });
+                }
+            }
+        }
+        self.clients.tick(&mut self.rt);
     }
 
     fn finished(&mut self) -> bool {
@@ -911,7 +953,9 @@ impl Driver {
                 qid,
                 reply,
             } => {
-                if to == self.me() {
+                if self.clients.on_handler_reply(&mut self.rt, to, qid, &reply) {
+                    // A client request's reply went to the client.
+                } else if to == self.me() {
                     self.on_reply(gid, self.me(), qid, reply);
                 } else if let Some(gs) = self.groups.get_mut(&gid) {
                     gs.out.push_back(Out::P2p {
@@ -943,6 +987,20 @@ impl Driver {
                     let _ = done.send(Err(self.not_joined(gid)));
                 }
             },
+            Cmd::ClientQuery {
+                gid,
+                timeout,
+                body,
+                done,
+            } => self.clients.query(&mut self.rt, gid, timeout, body, done),
+            Cmd::RedirectClient {
+                gid,
+                client,
+                new_rep,
+                done,
+            } => {
+                let _ = done.send(self.clients.redirect(&mut self.rt, gid, client, new_rep));
+            }
             Cmd::HasFailed { gid, who } => {
                 if self
                     .groups
@@ -1186,6 +1244,9 @@ impl Driver {
             // Every holder of the group's state failed before passing it on: the group's
             // state starts afresh at this member (its view follows; no checkpoint is loaded).
             AgentEvent::StateLost { .. } => {}
+            AgentEvent::Members { group, members, .. } => {
+                self.clients.on_members(group, members);
+            }
             AgentEvent::Poisoned(reason) => {
                 self.poison(reason.to_string());
                 return true;

@@ -100,6 +100,14 @@ pub enum ToOracle {
         /// The process it believes failed.
         suspect: MemberId,
     },
+    /// A non-member client asks who is in a group and where to reach them (Isis² `Client`).
+    /// Answered by the replica that receives it, from its applied state.
+    Lookup {
+        /// The asker.
+        member: MemberId,
+        /// The group.
+        group: GroupId,
+    },
 }
 
 impl ToOracle {
@@ -111,7 +119,8 @@ impl ToOracle {
             | ToOracle::Request { member, .. }
             | ToOracle::FlushReport { member, .. }
             | ToOracle::FlushDone { member, .. }
-            | ToOracle::Suspect { member, .. } => *member,
+            | ToOracle::Suspect { member, .. }
+            | ToOracle::Lookup { member, .. } => *member,
         }
     }
 }
@@ -181,6 +190,17 @@ pub enum FromOracle {
         /// The leader's replica id, if known.
         leader: Option<u64>,
     },
+    /// The answer to a [`ToOracle::Lookup`]: the group's installed view id and its members in
+    /// rank order with the address each member's control socket talks to the oracle from
+    /// (its client-request endpoint). No members: the group does not exist.
+    Members {
+        /// The group.
+        group: GroupId,
+        /// Its installed view id (0 when unknown).
+        view: ViewId,
+        /// Members in rank order and their client-request endpoints.
+        members: Vec<(MemberId, SocketAddr)>,
+    },
 }
 
 // ----- wire form -----
@@ -191,9 +211,11 @@ pub enum FromOracle {
 //             (phase bit 7: the member still awaits its state)
 //             3 Request member seq:varint command | 4 FlushReport member group view round count{member pos}
 //             5 FlushDone member group view round | 6 Suspect member member
+//             7 Lookup member group
 // FromOracle: 16 Reply seq ok:u8 [error:str] | 17 Status view mcast flush addrs awaiting
 //             | 18 Gone group view
 //             19 Poisoned member reason | 20 Welcome member | 21 Redirect 0|1 leader:varint
+//             | 22 Members group view count{member sockaddr}
 // view      = group id:varint members joined left
 // flush     = 0 | 1 round:varint (0 | 1 count{sender through holder})
 // ```
@@ -297,6 +319,11 @@ impl ToOracle {
                 put_member(&mut w, *member);
                 put_member(&mut w, *suspect);
             }
+            ToOracle::Lookup { member, group } => {
+                w.u8(7);
+                put_member(&mut w, *member);
+                put_group(&mut w, *group);
+            }
         }
         w.into_bytes()
     }
@@ -368,6 +395,10 @@ impl ToOracle {
             6 => ToOracle::Suspect {
                 member: get_member(&mut r, "member")?,
                 suspect: get_member(&mut r, "suspect")?,
+            },
+            7 => ToOracle::Lookup {
+                member: get_member(&mut r, "member")?,
+                group: get_group(&mut r)?,
             },
             tag => {
                 return Err(DecodeError::BadTag {
@@ -473,6 +504,20 @@ impl FromOracle {
                         w.u8(1);
                         w.varint(*l);
                     }
+                }
+            }
+            FromOracle::Members {
+                group,
+                view,
+                members,
+            } => {
+                w.u8(22);
+                put_group(&mut w, *group);
+                w.varint(u64::from(view.0));
+                w.varint(members.len() as u64);
+                for (m, a) in members {
+                    put_member(&mut w, *m);
+                    put_sockaddr(&mut w, &Some(*a));
                 }
             }
         }
@@ -593,6 +638,24 @@ impl FromOracle {
                     }
                 },
             },
+            22 => {
+                let group = get_group(&mut r)?;
+                let view = ViewId(r.varint_u32("view id")?);
+                let n = r.count(MAX_LIST, 2, "members")?;
+                let mut members = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let m = get_member(&mut r, "member")?;
+                    let a = get_sockaddr(&mut r)?.ok_or(DecodeError::Invalid {
+                        what: "member address",
+                    })?;
+                    members.push((m, a));
+                }
+                FromOracle::Members {
+                    group,
+                    view,
+                    members,
+                }
+            }
             tag => {
                 return Err(DecodeError::BadTag {
                     what: "from-oracle message",
@@ -687,6 +750,10 @@ mod tests {
             }),
             (arb_member(), arb_member())
                 .prop_map(|(member, suspect)| ToOracle::Suspect { member, suspect }),
+            (arb_member(), any::<u64>()).prop_map(|(member, g)| ToOracle::Lookup {
+                member,
+                group: GroupId(g)
+            }),
         ]
     }
 
@@ -734,6 +801,19 @@ mod tests {
             }),
             arb_member().prop_map(|member| FromOracle::Welcome { member }),
             proptest::option::of(any::<u64>()).prop_map(|leader| FromOracle::Redirect { leader }),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                proptest::collection::vec(arb_member(), 0..4)
+            )
+                .prop_map(|(g, v, ms)| FromOracle::Members {
+                    group: GroupId(g),
+                    view: ViewId(v),
+                    members: ms
+                        .into_iter()
+                        .map(|m| (m, "10.0.0.1:7301".parse().unwrap()))
+                        .collect(),
+                }),
         ]
     }
 

@@ -47,7 +47,7 @@
 //! acknowledged). With three replicas the remaining two keep a majority; a killed replica is
 //! simply not restarted (replacing it needs a membership change, which is not implemented).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -67,6 +67,13 @@ use crate::service::{OracleService, ServiceConfig, ServiceOutput};
 pub const FRAME_RAFT: u8 = b'R';
 /// Frame kind of a member's datagram to a replica.
 pub const FRAME_MEMBER: u8 = b'M';
+/// Frame kind of a client-request datagram between two member processes' control sockets
+/// (Isis² `Client` requests, replies and redirects; the body is the application's).
+pub const FRAME_CLIENT: u8 = b'C';
+
+/// Most client-request datagrams queued before the application takes them; more are
+/// dropped and counted (`RuntimeStats::client_dropped`).
+const MAX_CLIENT_QUEUE: usize = 4096;
 
 /// The conventional port of the groups' IP-multicast addresses (see the module docs).
 pub const DEFAULT_MULTICAST_PORT: u16 = 7300;
@@ -217,6 +224,10 @@ pub struct RuntimeStats {
     pub malformed: u64,
     /// Received datagrams from an address that is not a replica's.
     pub unknown_source: u64,
+    /// Client-request datagrams received (see [`FRAME_CLIENT`]).
+    pub client_in: u64,
+    /// Client-request datagrams dropped because the queue was full.
+    pub client_dropped: u64,
     /// Messages for a replica id with no configured address.
     pub no_route: u64,
     /// Oracle sends the kernel refused.
@@ -243,6 +254,8 @@ pub struct MemberRuntime {
     leaving: BTreeMap<SocketAddrV4, Timestamp>,
     buf: Vec<u8>,
     stats: RuntimeStats,
+    /// Client-request datagrams received, oldest first: (source, body).
+    client_in: VecDeque<(SocketAddr, Vec<u8>)>,
 }
 
 impl fmt::Debug for MemberRuntime {
@@ -302,6 +315,7 @@ impl MemberRuntime {
             leaving: BTreeMap::new(),
             buf: vec![0u8; MAX_DATAGRAM],
             stats: RuntimeStats::default(),
+            client_in: VecDeque::new(),
         })
     }
 
@@ -377,7 +391,16 @@ impl MemberRuntime {
                     n += 1;
                     self.stats.oracle_in += 1;
                     if !self.replica_addrs.contains(&from) {
-                        self.stats.unknown_source += 1;
+                        if len > 1 && self.buf[0] == FRAME_CLIENT {
+                            self.stats.client_in += 1;
+                            if self.client_in.len() >= MAX_CLIENT_QUEUE {
+                                self.stats.client_dropped += 1;
+                            } else {
+                                self.client_in.push_back((from, self.buf[1..len].to_vec()));
+                            }
+                        } else {
+                            self.stats.unknown_source += 1;
+                        }
                         continue;
                     }
                     match FromOracle::decode(&self.buf[..len]) {
@@ -419,6 +442,20 @@ impl MemberRuntime {
             }
         }
         n
+    }
+
+    /// The next client-request datagram received on the control socket: (source, body).
+    pub fn poll_client(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.client_in.pop_front()
+    }
+
+    /// Sends a client-request datagram (`body` framed as [`FRAME_CLIENT`]) from the control
+    /// socket to another process's control socket.
+    pub fn send_client(&mut self, to: SocketAddr, body: &[u8]) -> io::Result<()> {
+        let mut frame = Vec::with_capacity(body.len() + 1);
+        frame.push(FRAME_CLIENT);
+        frame.extend_from_slice(body);
+        self.oracle.send_to(&frame, to).map(|_| ())
     }
 
     /// Leaves the multicast addresses whose grace period ended.
@@ -737,6 +774,30 @@ impl OracleNode {
                     self.service.handle_peer(now, bytes);
                 } else {
                     self.stats.unknown_peer += 1;
+                }
+            }
+            Ok(OracleFrame::Member(ToOracle::Lookup { member, group })) => {
+                // A client's lookup: answered here, where the members' control-socket
+                // addresses (their client-request endpoints) are known.
+                self.members.insert(member, from);
+                let (view, members) = match self.service.replica().state().view(group) {
+                    Some(v) => (
+                        v.id,
+                        v.members
+                            .iter()
+                            .filter_map(|m| self.members.get(m).map(|a| (*m, *a)))
+                            .collect(),
+                    ),
+                    None => (vsync_dataplane::ViewId(0), Vec::new()),
+                };
+                let reply = FromOracle::Members {
+                    group,
+                    view,
+                    members,
+                };
+                match self.socket.send_to(&reply.encode(), from) {
+                    Ok(_) => self.stats.sent += 1,
+                    Err(_) => self.stats.send_errors += 1,
                 }
             }
             Ok(OracleFrame::Member(msg)) => {

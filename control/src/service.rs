@@ -260,6 +260,8 @@ impl OracleService {
             }
         }
         match msg {
+            // Answered by the replica's node, which knows the members' addresses.
+            ToOracle::Lookup { .. } => {}
             ToOracle::Hello { .. } => {
                 self.send(member, FromOracle::Welcome { member });
                 self.answer_heartbeat(member, &[]);

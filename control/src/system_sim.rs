@@ -659,7 +659,7 @@ impl Sim {
                             m.join_at = now + ms(20);
                         }
                     }
-                    AgentEvent::Reply { .. } => {}
+                    AgentEvent::Reply { .. } | AgentEvent::Members { .. } => {}
                     AgentEvent::Gone { .. } => {
                         log.gone.get_or_insert(t);
                     }

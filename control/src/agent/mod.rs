@@ -95,6 +95,16 @@ pub enum MsgKind {
 /// Something the application must see or do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentEvent {
+    /// The answer to [`MemberAgent::lookup`]: a group's members in rank order and their
+    /// client-request endpoints (empty: no such group).
+    Members {
+        /// The group.
+        group: GroupId,
+        /// Its installed view id.
+        view: ViewId,
+        /// Members and endpoints.
+        members: Vec<(MemberId, SocketAddr)>,
+    },
     /// A new view of a group is installed at this member.
     View(View),
     /// A message delivered in a group's current view.
@@ -431,6 +441,15 @@ impl MemberAgent {
         }
     }
 
+    /// Asks the oracle who is in `group` and at which client-request endpoints (for a
+    /// non-member `Client`); the answer comes as [`AgentEvent::Members`].
+    pub fn lookup(&mut self, group: GroupId) {
+        self.oracle_send(ToOracle::Lookup {
+            member: self.me,
+            group,
+        });
+    }
+
     /// Reports `who` as failed (Isis² `HasFailed`).
     pub fn has_failed(&mut self, who: MemberId) {
         self.oracle_send(ToOracle::Suspect {
@@ -658,6 +677,15 @@ impl MemberAgent {
                 }
             }
             FromOracle::Status(st) => self.on_status(st),
+            FromOracle::Members {
+                group,
+                view,
+                members,
+            } => self.events.push_back(AgentEvent::Members {
+                group,
+                view,
+                members,
+            }),
             FromOracle::Redirect { .. } | FromOracle::Poisoned { .. } => {}
         }
         self.after_io();
