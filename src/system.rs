@@ -52,6 +52,8 @@ use crate::group::{self, Upcall, View};
 use crate::marshal::Address;
 use crate::query::{NReplies, Replies, ReplyCollector, ReplyKind, Timeout};
 
+pub(crate) mod flavours;
+
 /// The embedded oracle's default loopback port (`VSYNC_ORACLE_PORT` overrides it).
 pub const DEFAULT_ORACLE_PORT: u16 = 37731;
 
@@ -124,6 +126,8 @@ pub(crate) enum Cmd {
     Shutdown {
         done: Done<()>,
     },
+    /// CausalSend, the raw sends and the query flavours ([`flavours`]).
+    Flav(flavours::FlavCmd),
 }
 
 /// Where the oracle replicas are.
@@ -258,6 +262,8 @@ pub(crate) struct SysInner {
     pub(crate) join_timeout: Duration,
     shutdown_timeout: Duration,
     pub(crate) max_message: usize,
+    /// The largest group payload a raw send carries (one datagram).
+    pub(crate) max_raw: usize,
     finished: Mutex<bool>,
     finished_cv: Condvar,
     driver: Mutex<Option<JoinHandle<()>>>,
@@ -382,6 +388,7 @@ impl System {
             join_timeout: b.join_timeout,
             shutdown_timeout: b.shutdown_timeout,
             max_message: b.protocol.max_message_bytes.saturating_sub(64),
+            max_raw: vsync_control::agent::MemberAgent::max_raw_payload_for(&b.protocol),
             finished: Mutex::new(false),
             finished_cv: Condvar::new(),
             driver: Mutex::new(Some(handle)),
@@ -624,6 +631,8 @@ enum Out {
         done: Done<Replies>,
     },
     Leave,
+    /// A CausalSend or P2PQuery request ([`flavours`]).
+    Flav(flavours::FlavOut),
 }
 
 struct PendingQuery {
@@ -644,6 +653,7 @@ struct GState {
     queries: BTreeMap<u64, PendingQuery>,
     flushes: Vec<(Option<usize>, Done<()>)>,
     announced: BTreeSet<MemberId>,
+    flav: flavours::FlavState,
 }
 
 struct Driver {
@@ -655,6 +665,7 @@ struct Driver {
     origin: Instant,
     next_qid: u64,
     shutdown: Option<(Instant, Vec<Done<()>>)>,
+    flav_stats: flavours::FlavourStats,
 }
 
 impl Driver {
@@ -668,6 +679,7 @@ impl Driver {
             origin: Instant::now(),
             next_qid: 0,
             shutdown: None,
+            flav_stats: flavours::FlavourStats::default(),
         }
     }
 
@@ -833,6 +845,7 @@ impl Driver {
                         queries: BTreeMap::new(),
                         flushes: Vec::new(),
                         announced: BTreeSet::new(),
+                        flav: flavours::FlavState::default(),
                     },
                 );
             }
@@ -912,6 +925,7 @@ impl Driver {
                 }
             },
             Cmd::Shutdown { done } => self.begin_shutdown(vec![done]),
+            Cmd::Flav(c) => self.on_flav_cmd(c),
         }
     }
 
@@ -962,6 +976,12 @@ impl Driver {
             let Some(front) = gs.out.front() else {
                 return;
             };
+            if matches!(front, Out::Flav(_)) {
+                if !self.pump_flav(g) {
+                    return;
+                }
+                continue;
+            }
             let agent = self.rt.agent_mut();
             let r: Result<(), AgentError> = match front {
                 Out::Multicast { ordered, payload } => {
@@ -994,7 +1014,7 @@ impl Driver {
                         agent.send(g, payload)
                     }
                 }
-                Out::Leave => Ok(()),
+                Out::Leave | Out::Flav(_) => Ok(()),
             };
             match r {
                 Err(AgentError::Send(SendError::WouldBlock))
@@ -1118,11 +1138,17 @@ impl Driver {
             AgentEvent::View(v) => self.on_view(v),
             AgentEvent::Deliver {
                 group,
+                view,
                 sender,
                 kind,
                 payload,
-                ..
-            } => self.on_deliver(group, sender, kind, payload),
+            } => {
+                if flavours::is_flavoured(kind, &payload) {
+                    self.on_flav_deliver(group, view, sender, kind, payload);
+                } else {
+                    self.on_deliver(group, sender, kind, payload);
+                }
+            }
             AgentEvent::MakeCheckpoint { group, view } => {
                 if let Some(gs) = self.groups.get(&group) {
                     if gs.upcalls.send(Upcall::MakeCheckpoint { view }).is_err() {
@@ -1163,6 +1189,8 @@ impl Driver {
         for m in &v.left {
             gs.announced.remove(m);
         }
+        // Held CausalSends of the old view go before the view callback.
+        flavours::on_view(gs, &v, me, &mut self.flav_stats);
         let join_done = if gs.phase == Phase::Requested {
             gs.phase = Phase::Active;
             gs.join_done.take()
@@ -1277,9 +1305,10 @@ impl Driver {
     }
 
     fn on_gone(&mut self, g: GroupId) {
-        let Some(gs) = self.groups.remove(&g) else {
+        let Some(mut gs) = self.groups.remove(&g) else {
             return;
         };
+        flavours::release_causal(&mut gs, &mut self.flav_stats);
         let _ = gs.upcalls.send(Upcall::Gone);
         for d in gs.leave_done {
             let _ = d.send(Ok(()));
