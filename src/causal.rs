@@ -369,6 +369,23 @@ impl<T> CausalOrder<T> {
         VectorStamp(self.delivered.clone())
     }
 
+    /// The stamp the next [`stamp`](Self::stamp) would return, without advancing anything:
+    /// for a sender whose transmission may still be refused (backpressure). Call `stamp`
+    /// once the message is actually sent.
+    ///
+    /// ```
+    /// use vsync::causal::CausalOrder;
+    /// let mut c = CausalOrder::<()>::new(1, 2).unwrap();
+    /// assert_eq!(c.peek_stamp().entries(), &[0, 1]);
+    /// assert_eq!(c.peek_stamp(), c.stamp());
+    /// assert_eq!(c.peek_stamp().entries(), &[0, 2]);
+    /// ```
+    pub fn peek_stamp(&self) -> VectorStamp {
+        let mut v = self.delivered.clone();
+        v[self.my_rank] = v[self.my_rank].saturating_add(1);
+        VectorStamp(v)
+    }
+
     /// Accepts a message from the member of rank `sender` carrying `stamp`; it becomes
     /// available from [`poll`](Self::poll) once its causal predecessors are delivered.
     ///

@@ -229,7 +229,6 @@ impl ClientDriver {
         }
     }
 
-    #[allow(dead_code)] // wired to System stats after the flavour merge
     pub(crate) fn stats(&self) -> ClientStats {
         self.stats
     }
@@ -499,6 +498,22 @@ fn finish_one(
         }
     }
     c.finish().map_err(VsyncError::Query)
+}
+
+impl System {
+    /// Counters of the client protocol at this process, as a client and as a representative
+    /// (see [`ClientStats`]).
+    ///
+    /// ```no_run
+    /// # let sys = vsync::System::start()?;
+    /// println!("re-homed {} times", sys.client_stats()?.rehomed);
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn client_stats(&self) -> Result<ClientStats, VsyncError> {
+        let (done, rx) = mpsc::channel();
+        self.submit(Cmd::ClientStats { done })?;
+        self.wait(&rx, Some(Duration::from_secs(10)), "client statistics")
+    }
 }
 
 /// Isis² `Client`: a non-member's handle on a group, for point-to-point queries to a

@@ -17,7 +17,11 @@
 //! query:    0x02 qid:u64-LE code:u32-LE arglist          (multicast, Send or OrderedSend)
 //! reply:    0x03 qid:u64-LE kind:u8 (0 value | 1 null | 2 abort) bytes   (P2P to the caller)
 //! leaving:  0x04                                          (Send, just before a Leave)
+//! causal:   0x10 stamp message|query                      (Send; see system::flavours)
 //! ```
+//!
+//! RawSend / RawP2PSend carry `message` and `query` payloads unreliably; a query that arrived
+//! raw is answered by a raw `reply` when it fits one datagram.
 //!
 //! ```no_run
 //! use vsync::{Group, System, NReplies, Timeout};
@@ -65,6 +69,8 @@ use crate::persistent::{InitFn, LoadFn, MakeFn, Persistence};
 use crate::query::{NReplies, Replies, ReplyKind, Timeout};
 use crate::system::{gid_of, Cmd, JoinMode, System};
 use crate::watch::{WatchEvent, WatchId, Watches};
+
+mod flavours;
 
 pub(crate) const K_MSG: u8 = 1;
 pub(crate) const K_QUERY: u8 = 2;
@@ -999,7 +1005,8 @@ impl Group {
         lock(&self.inner.current).map(|(a, _)| a)
     }
 
-    /// Inside a handler: whether the message came by Send, OrderedSend or P2P.
+    /// Inside a handler: whether the message came by Send, OrderedSend, P2P, CausalSend,
+    /// RawSend or RawP2PSend.
     pub fn message_kind(&self) -> Option<MsgKind> {
         lock(&self.inner.current).map(|(_, k)| k)
     }
@@ -1313,12 +1320,24 @@ fn delivery_loop(
                         Ok(Reply::Abort(s)) => ReplyKind::Abort(s),
                         Err(e) => ReplyKind::Abort(e.to_string()),
                     };
-                    let _ = sys.submit_internal(Cmd::Reply {
-                        gid: inner.gid,
-                        to: sender.member_id(),
-                        qid,
-                        reply,
-                    });
+                    let (gid, to) = (inner.gid, sender.member_id());
+                    // A query that came raw is answered raw (Isis² RawReply).
+                    let cmd = if matches!(kind, MsgKind::Raw | MsgKind::RawP2p) {
+                        Cmd::Flav(crate::system::flavours::FlavCmd::RawReply {
+                            gid,
+                            to,
+                            qid,
+                            reply,
+                        })
+                    } else {
+                        Cmd::Reply {
+                            gid,
+                            to,
+                            qid,
+                            reply,
+                        }
+                    };
+                    let _ = sys.submit_internal(cmd);
                 }
             }
             Upcall::MakeCheckpoint { view } => {

@@ -2,10 +2,11 @@
 //!
 //! A Rust implementation of the Isis² group-communication model. This crate is the public
 //! library: [`System`] (start, find or start the oracle, shut down) and [`Group`] (typed
-//! request handlers, views, Send, OrderedSend, P2PSend, Query/OrderedQuery, Flush, state
-//! transfer), typed marshalling ([`marshal`]), sans-IO building blocks still to be wired into
-//! `Group` ([`causal`], [`durability`], [`checkpoint_file`]), and the data plane
-//! ([`dataplane`]). The control plane (oracle, view change) is the `vsync-control` crate.
+//! request handlers, views, Send, OrderedSend, CausalSend, RawSend, P2PSend, RawP2PSend,
+//! Query/OrderedQuery/CausalQuery/RawQuery, P2PQuery/RawP2PQuery, Flush, state transfer),
+//! typed marshalling ([`marshal`]), sans-IO building blocks ([`causal`], used by
+//! CausalSend; [`durability`] and [`checkpoint_file`], still to be wired into `Group`), and
+//! the data plane ([`dataplane`]). The control plane (oracle, view change) is the `vsync-control` crate.
 
 #![deny(missing_docs)]
 
@@ -29,6 +30,7 @@ pub use error::VsyncError;
 pub use group::{Group, IntoArgs, View};
 pub use marshal::{Address, Reply};
 pub use query::{NReplies, Replies, Timeout, TimeoutAction};
+pub use system::flavours::FlavourStats;
 pub use system::{System, SystemBuilder, DEFAULT_ORACLE_PORT};
 pub use vsync_control::agent::MsgKind;
 pub use watch::{WatchEvent, WatchId};

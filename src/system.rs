@@ -53,6 +53,8 @@ use crate::group::{self, Upcall, View};
 use crate::marshal::Address;
 use crate::query::{NReplies, Replies, ReplyCollector, ReplyKind, Timeout};
 
+pub(crate) mod flavours;
+
 /// The embedded oracle's default loopback port (`VSYNC_ORACLE_PORT` overrides it).
 pub const DEFAULT_ORACLE_PORT: u16 = 37731;
 
@@ -144,6 +146,10 @@ pub(crate) enum Cmd {
         body: Vec<u8>,
         done: Done<Replies>,
     },
+    /// The client protocol's counters.
+    ClientStats {
+        done: Done<crate::client::ClientStats>,
+    },
     /// Isis² `RedirectClient`.
     RedirectClient {
         gid: GroupId,
@@ -151,6 +157,8 @@ pub(crate) enum Cmd {
         new_rep: MemberId,
         done: Done<()>,
     },
+    /// CausalSend, the raw sends and the query flavours ([`flavours`]).
+    Flav(flavours::FlavCmd),
 }
 
 /// Where the oracle replicas are.
@@ -285,6 +293,8 @@ pub(crate) struct SysInner {
     pub(crate) join_timeout: Duration,
     shutdown_timeout: Duration,
     pub(crate) max_message: usize,
+    /// The largest group payload a raw send carries (one datagram).
+    pub(crate) max_raw: usize,
     finished: Mutex<bool>,
     finished_cv: Condvar,
     driver: Mutex<Option<JoinHandle<()>>>,
@@ -409,6 +419,7 @@ impl System {
             join_timeout: b.join_timeout,
             shutdown_timeout: b.shutdown_timeout,
             max_message: b.protocol.max_message_bytes.saturating_sub(64),
+            max_raw: vsync_control::agent::MemberAgent::max_raw_payload_for(&b.protocol),
             finished: Mutex::new(false),
             finished_cv: Condvar::new(),
             driver: Mutex::new(Some(handle)),
@@ -652,6 +663,8 @@ enum Out {
         done: Done<Replies>,
     },
     Leave,
+    /// A CausalSend or P2PQuery request ([`flavours`]).
+    Flav(flavours::FlavOut),
 }
 
 struct PendingQuery {
@@ -672,6 +685,7 @@ struct GState {
     queries: BTreeMap<u64, PendingQuery>,
     flushes: Vec<(Option<usize>, Done<()>)>,
     announced: BTreeSet<MemberId>,
+    flav: flavours::FlavState,
 }
 
 struct Driver {
@@ -687,6 +701,7 @@ struct Driver {
     terminations: BTreeMap<u64, Done<()>>,
     /// The client protocol (as a client and as a representative).
     clients: ClientDriver,
+    flav_stats: flavours::FlavourStats,
 }
 
 impl Driver {
@@ -703,6 +718,7 @@ impl Driver {
             shutdown: None,
             terminations: BTreeMap::new(),
             clients: ClientDriver::new(me),
+            flav_stats: flavours::FlavourStats::default(),
         }
     }
 
@@ -893,6 +909,7 @@ impl Driver {
                         queries: BTreeMap::new(),
                         flushes: Vec::new(),
                         announced: BTreeSet::new(),
+                        flav: flavours::FlavState::default(),
                     },
                 );
             }
@@ -993,6 +1010,9 @@ impl Driver {
                 body,
                 done,
             } => self.clients.query(&mut self.rt, gid, timeout, body, done),
+            Cmd::ClientStats { done } => {
+                let _ = done.send(Ok(self.clients.stats()));
+            }
             Cmd::RedirectClient {
                 gid,
                 client,
@@ -1010,6 +1030,7 @@ impl Driver {
                     self.rt.agent_mut().has_failed(who);
                 }
             }
+            Cmd::Flav(c) => self.on_flav_cmd(c),
         }
     }
 
@@ -1061,6 +1082,12 @@ impl Driver {
             let Some(front) = gs.out.front() else {
                 return;
             };
+            if matches!(front, Out::Flav(_)) {
+                if !self.pump_flav(g) {
+                    return;
+                }
+                continue;
+            }
             let agent = self.rt.agent_mut();
             let r: Result<(), AgentError> = match front {
                 Out::Multicast { ordered, payload } => {
@@ -1093,7 +1120,7 @@ impl Driver {
                         agent.send(g, payload)
                     }
                 }
-                Out::Leave => Ok(()),
+                Out::Leave | Out::Flav(_) => Ok(()),
             };
             match r {
                 Err(AgentError::Send(SendError::WouldBlock))
@@ -1217,11 +1244,17 @@ impl Driver {
             AgentEvent::View(v) => self.on_view(v),
             AgentEvent::Deliver {
                 group,
+                view,
                 sender,
                 kind,
                 payload,
-                ..
-            } => self.on_deliver(group, sender, kind, payload),
+            } => {
+                if flavours::is_flavoured(kind, &payload) {
+                    self.on_flav_deliver(group, view, sender, kind, payload);
+                } else {
+                    self.on_deliver(group, sender, kind, payload);
+                }
+            }
             AgentEvent::MakeCheckpoint { group, view } => {
                 if let Some(gs) = self.groups.get(&group) {
                     if gs.upcalls.send(Upcall::MakeCheckpoint { view }).is_err() {
@@ -1265,6 +1298,8 @@ impl Driver {
         for m in &v.left {
             gs.announced.remove(m);
         }
+        // Held CausalSends of the old view go before the view callback.
+        flavours::on_view(gs, &v, me, &mut self.flav_stats);
         let join_done = if gs.phase == Phase::Requested {
             gs.phase = Phase::Active;
             gs.join_done.take()
@@ -1392,9 +1427,10 @@ impl Driver {
     }
 
     fn on_gone(&mut self, g: GroupId) {
-        let Some(gs) = self.groups.remove(&g) else {
+        let Some(mut gs) = self.groups.remove(&g) else {
             return;
         };
+        flavours::release_causal(&mut gs, &mut self.flav_stats);
         let _ = gs.upcalls.send(Upcall::Gone);
         for d in gs.leave_done {
             let _ = d.send(Ok(()));

@@ -133,6 +133,9 @@ fn client_queries_and_is_rehomed_after_its_representative_is_killed() {
     for _ in 0..3 {
         assert_eq!(who(&c).unwrap(), next);
     }
+    let stats = sys.client_stats().unwrap();
+    assert!(stats.rehomed >= 1, "{stats:?}");
+    assert_eq!(stats.malformed, 0);
     drop(children);
     sys.shutdown().unwrap();
 }

@@ -82,6 +82,9 @@ fn kind_name(k: MsgKind) -> &'static str {
         MsgKind::Send => "send",
         MsgKind::Ordered => "ordered",
         MsgKind::P2p => "p2p",
+        MsgKind::Raw => "raw",
+        MsgKind::RawP2p => "rawp2p",
+        MsgKind::Causal => "causal",
     }
 }
 
@@ -90,6 +93,9 @@ fn kind_of(s: &str) -> Option<MsgKind> {
         "send" => Some(MsgKind::Send),
         "ordered" => Some(MsgKind::Ordered),
         "p2p" => Some(MsgKind::P2p),
+        "raw" => Some(MsgKind::Raw),
+        "rawp2p" => Some(MsgKind::RawP2p),
+        "causal" => Some(MsgKind::Causal),
         _ => None,
     }
 }

@@ -23,7 +23,15 @@
 //!   the view event, so the checkpoint reflects exactly the old view's deliveries.
 //!
 //! Messages carry a one-byte class tag ahead of the application's bytes: Send, OrderedSend,
-//! ORDER (rank 0's order announcements), checkpoint, P2P.
+//! ORDER (rank 0's order announcements), checkpoint, P2P, RAW (RawSend and RawP2PSend; the
+//! endpoint's delivery kind tells which).
+//!
+//! **Raw sends** ([`MemberAgent::raw_send`], [`MemberAgent::raw_p2p_send`]) are unreliable:
+//! one datagram at most ([`MemberAgent::max_raw_payload`]), transmitted once, no
+//! acknowledgement, no self-delivery. Raw datagrams from non-members or of another view are
+//! dropped by the endpoint (its `UnknownSender` / `WrongView` drop counters); one delivered
+//! while this member's view of the group is not the datagram's is counted in
+//! [`AgentStats::stale_status`].
 
 mod inbox;
 mod ordered;
@@ -49,6 +57,7 @@ const TAG_ORDERED: u8 = 1;
 const TAG_ORDER: u8 = 2;
 const TAG_CHECKPOINT: u8 = 3;
 const TAG_P2P: u8 = 4;
+const TAG_RAW: u8 = 5;
 
 /// Largest number of entries in one ORDER message (keeps it within one datagram's worth).
 const MAX_ORDER_ENTRIES: usize = 64;
@@ -90,6 +99,14 @@ pub enum MsgKind {
     Ordered,
     /// Point-to-point (P2PSend).
     P2p,
+    /// Unreliable multicast (RawSend): at most once, unordered, never self-delivered by the
+    /// agent.
+    Raw,
+    /// Unreliable point-to-point message (RawP2PSend).
+    RawP2p,
+    /// Causal multicast (CausalSend). The agent never emits it: CausalSend travels as a Send
+    /// and the `vsync` layer above orders it and reports this kind to handlers.
+    Causal,
 }
 
 /// Something the application must see or do, in order.
@@ -504,6 +521,52 @@ impl MemberAgent {
         self.scratch.extend_from_slice(payload);
         self.endpoint
             .try_send_p2p(self.now, group, to, &self.scratch)
+            .map(|_| ())
+            .map_err(AgentError::Send)
+    }
+
+    /// RawSend: an unreliable multicast to the group's current view — one datagram, sent
+    /// once, no acknowledgement, no retransmission and no self-delivery. Errors:
+    /// [`SendError::TooLarge`] above [`MemberAgent::max_raw_payload`], [`SendError::Wedged`]
+    /// during a view change, [`SendError::WouldBlock`] when the raw queue is full.
+    pub fn raw_send(&mut self, group: GroupId, payload: &[u8]) -> Result<(), AgentError> {
+        self.raw(group, None, payload)
+    }
+
+    /// RawP2PSend: an unreliable message to one member of the group (see
+    /// [`MemberAgent::raw_send`]); [`SendError::UnknownMember`] if `to` is not in the view.
+    pub fn raw_p2p_send(
+        &mut self,
+        group: GroupId,
+        to: MemberId,
+        payload: &[u8],
+    ) -> Result<(), AgentError> {
+        self.raw(group, Some(to), payload)
+    }
+
+    /// The largest payload [`MemberAgent::raw_send`] and [`MemberAgent::raw_p2p_send`] take
+    /// (one datagram's frame, less the agent's tag byte).
+    pub fn max_raw_payload(&self) -> usize {
+        Self::max_raw_payload_for(self.endpoint.config())
+    }
+
+    /// [`MemberAgent::max_raw_payload`] for an endpoint configured with `protocol`.
+    pub fn max_raw_payload_for(protocol: &ProtocolConfig) -> usize {
+        protocol.max_frame_payload().saturating_sub(1)
+    }
+
+    fn raw(
+        &mut self,
+        group: GroupId,
+        to: Option<MemberId>,
+        payload: &[u8],
+    ) -> Result<(), AgentError> {
+        self.check_sendable(group)?;
+        self.scratch.clear();
+        self.scratch.push(TAG_RAW);
+        self.scratch.extend_from_slice(payload);
+        self.endpoint
+            .try_send_raw(self.now, group, to, &self.scratch)
             .map(|_| ())
             .map_err(AgentError::Send)
     }
@@ -1158,6 +1221,23 @@ impl MemberAgent {
                         payload: body.to_vec(),
                     },
                 ),
+                (DeliveryKind::Raw, TAG_RAW) | (DeliveryKind::RawP2p, TAG_RAW) => {
+                    let kind = if rec.kind == DeliveryKind::Raw {
+                        MsgKind::Raw
+                    } else {
+                        MsgKind::RawP2p
+                    };
+                    self.emit(
+                        group,
+                        AgentEvent::Deliver {
+                            group,
+                            view,
+                            sender: rec.sender,
+                            kind,
+                            payload: body.to_vec(),
+                        },
+                    )
+                }
                 (DeliveryKind::P2p, TAG_CHECKPOINT) if body.len() >= 4 => {
                     let at = ViewId(u32::from_le_bytes(body[..4].try_into().expect("4 bytes")));
                     self.on_checkpoint(group, at, body[4..].to_vec());
@@ -1242,5 +1322,78 @@ impl Protocol for MemberAgent {
 
     fn handle_timeout(&mut self, now: Timestamp) {
         MemberAgent::handle_timeout(self, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_sends_need_a_view_and_fit_one_datagram() {
+        let protocol = ProtocolConfig::default();
+        let mut a = MemberAgent::new(
+            MemberId::new(1, 1),
+            None,
+            AgentConfig::default(),
+            protocol.clone(),
+            7,
+            vec![1],
+            Timestamp::ZERO,
+        );
+        let max = a.max_raw_payload();
+        assert_eq!(max, protocol.max_frame_payload() - 1);
+        assert_eq!(max, MemberAgent::max_raw_payload_for(&protocol));
+        let g = group_id("g");
+        assert_eq!(a.raw_send(g, b"x"), Err(AgentError::NoView(g)));
+        assert_eq!(
+            a.raw_p2p_send(g, MemberId::new(2, 1), b"x"),
+            Err(AgentError::NoView(g))
+        );
+        // Joined (a one-member view): one datagram is the limit, checked before anything is
+        // queued.
+        a.endpoint.join(
+            g,
+            GroupSpec {
+                view: ViewId(1),
+                members: vec![MemberId::new(1, 1)],
+                multicast: false,
+                key: None,
+            },
+        );
+        a.groups.insert(
+            g,
+            Slot {
+                view: View {
+                    group: g,
+                    id: ViewId(1),
+                    members: vec![MemberId::new(1, 1)],
+                    joined: vec![MemberId::new(1, 1)],
+                    left: Vec::new(),
+                },
+                mcast: None,
+                round: 0,
+                phase: FlushPhase::Idle,
+                report: Vec::new(),
+                ordered: OrderedQueue::default(),
+                awaiting: None,
+                held: Vec::new(),
+                checkpoint_to: BTreeMap::new(),
+                sent: 0,
+                ordered_unordered: 0,
+            },
+        );
+        assert_eq!(a.raw_send(g, &vec![0; max]), Ok(()));
+        assert!(matches!(
+            a.raw_send(g, &vec![0; max + 1]),
+            Err(AgentError::Send(SendError::TooLarge { .. }))
+        ));
+        assert_eq!(
+            a.raw_p2p_send(g, MemberId::new(9, 1), b"x"),
+            Err(AgentError::Send(SendError::UnknownMember(MemberId::new(
+                9, 1
+            ))))
+        );
+        assert_eq!(a.endpoint().stats().raw_sent, 1);
     }
 }

@@ -364,7 +364,7 @@ fn run(args: Args) -> Result<(), String> {
                 AgentEvent::View(v) if v.group == g => {
                     log.view(v.id, &v.members, state).map_err(io_err)?;
                 }
-                AgentEvent::View(_) => {}
+                AgentEvent::View(_) | AgentEvent::Members { .. } => {}
                 AgentEvent::Deliver {
                     group,
                     view,
