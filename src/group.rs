@@ -396,6 +396,8 @@ struct GroupInner {
     watches: Mutex<Watches>,
     /// Request codes non-member clients may call (`AllowClientRequests`).
     client_codes: Mutex<BTreeSet<RequestCode>>,
+    /// When the running upcall started (read by the system's watchdog).
+    clock: Arc<crate::watchdog::DeliveryClock>,
 }
 
 /// An Isis² process group. Cheap to clone (clones are the same group object); handlers may
@@ -458,6 +460,7 @@ impl Group {
                 checkpoint_interval_ms: AtomicU64::new(0),
                 watches: Mutex::new(Watches::default()),
                 client_codes: Mutex::new(BTreeSet::new()),
+                clock: Arc::new(crate::watchdog::DeliveryClock::new()),
             }),
         })
     }
@@ -952,6 +955,7 @@ impl Group {
                 mode,
                 upcalls: up_tx,
                 key,
+                clock: self.inner.clock.clone(),
                 done,
             })
             .and_then(|()| sys.wait(&rx, Some(sys.inner.join_timeout), "the first view"));
@@ -1248,6 +1252,8 @@ fn delivery_loop(
 ) {
     let sys = inner.system.clone();
     loop {
+        // Idle while waiting for the next upcall (the watchdog's view).
+        inner.clock.end();
         let interval = match inner.checkpoint_interval_ms.load(Ordering::Relaxed) {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
@@ -1270,6 +1276,10 @@ fn delivery_loop(
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             },
         };
+        inner.clock.begin(match &up {
+            Upcall::Message { code, .. } | Upcall::ClientRequest { code, .. } => *code,
+            _ => crate::watchdog::NOT_A_MESSAGE,
+        });
         match up {
             Upcall::View { view, join_done } => {
                 if let Some(d) = join_done.as_ref() {
@@ -1394,6 +1404,7 @@ fn delivery_loop(
             Upcall::Gone => break,
         }
     }
+    inner.clock.end();
     *lock(&inner.view) = None;
     *lock(&inner.upcalls) = None;
     *lock(&inner.delivery_thread) = None;

@@ -2,11 +2,12 @@
 //!
 //! A Rust implementation of the Isis² group-communication model. This crate is the public
 //! library: [`System`] (start, find or start the oracle, shut down) and [`Group`] (typed
-//! request handlers, views, Send, OrderedSend, CausalSend, RawSend, P2PSend, RawP2PSend,
-//! Query/OrderedQuery/CausalQuery/RawQuery, P2PQuery/RawP2PQuery, Flush, state transfer),
-//! typed marshalling ([`marshal`]), sans-IO building blocks ([`causal`], used by
-//! CausalSend; [`durability`] and [`checkpoint_file`], still to be wired into `Group`), and
-//! the data plane ([`dataplane`]). The control plane (oracle, view change) is the `vsync-control` crate.
+//! request handlers, views, watches, Send, OrderedSend, CausalSend, RawSend, P2PSend,
+//! RawP2PSend, Query/OrderedQuery/CausalQuery/RawQuery, P2PQuery/RawP2PQuery, Flush, state
+//! transfer, the initializer, persistent and secure groups, HasFailed, Terminate), non-member
+//! [`Client`]s, the delivery [`watchdog`], typed marshalling ([`marshal`]), sans-IO building
+//! blocks ([`causal`], [`durability`], [`checkpoint_file`]), and the data plane
+//! ([`dataplane`]). The control plane (oracle, view change) is the `vsync-control` crate.
 
 #![deny(missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod query;
 mod secure;
 pub mod system;
 pub mod watch;
+pub mod watchdog;
 
 pub use client::Client;
 pub use error::VsyncError;

@@ -52,6 +52,7 @@ use crate::error::VsyncError;
 use crate::group::{self, Upcall, View};
 use crate::marshal::Address;
 use crate::query::{NReplies, Replies, ReplyCollector, ReplyKind, Timeout};
+use crate::watchdog::{DeliveryClock, Watchdog};
 
 pub(crate) mod flavours;
 
@@ -86,6 +87,8 @@ pub(crate) enum Cmd {
         upcalls: Sender<Upcall>,
         /// A secure group's key.
         key: Option<[u8; 32]>,
+        /// The delivery thread's clock (for the watchdog).
+        clock: Arc<DeliveryClock>,
         done: Done<()>,
     },
     Leave {
@@ -191,6 +194,8 @@ pub struct SystemBuilder {
     agent: AgentConfig,
     join_timeout: Duration,
     shutdown_timeout: Duration,
+    handler_warn: Duration,
+    stall_limit: Option<Duration>,
 }
 
 impl Default for SystemBuilder {
@@ -217,6 +222,8 @@ impl Default for SystemBuilder {
             agent: AgentConfig::default(),
             join_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(5),
+            handler_warn: Duration::from_millis(1000),
+            stall_limit: Some(Duration::from_millis(60_000)),
         }
     }
 }
@@ -266,6 +273,21 @@ impl SystemBuilder {
         self
     }
 
+    /// A handler (or view / checkpoint callback) running longer than this is reported on
+    /// stderr and counted (default 1 s; `VSYNC_HANDLER_WARN_MS`). See [`crate::watchdog`].
+    pub fn handler_warning(mut self, t: Duration) -> Self {
+        self.handler_warn = t;
+        self
+    }
+
+    /// A handler blocking its group's deliveries longer than this poisons the process, so
+    /// the group excludes it and goes on (default 60 s; `None` = never;
+    /// `VSYNC_STALL_LIMIT_MS`, 0 = never). See [`crate::watchdog`].
+    pub fn delivery_stall_limit(mut self, t: Option<Duration>) -> Self {
+        self.stall_limit = t;
+        self
+    }
+
     /// How long [`System::shutdown`] waits for the groups to be left (default 5 s).
     pub fn shutdown_timeout(mut self, t: Duration) -> Self {
         self.shutdown_timeout = t;
@@ -295,6 +317,9 @@ pub(crate) struct SysInner {
     pub(crate) max_message: usize,
     /// The largest group payload a raw send carries (one datagram).
     pub(crate) max_raw: usize,
+    handler_warn: Duration,
+    stall_limit: Option<Duration>,
+    blocked_reports: AtomicU64,
     finished: Mutex<bool>,
     finished_cv: Condvar,
     driver: Mutex<Option<JoinHandle<()>>>,
@@ -354,6 +379,20 @@ impl System {
                         "VSYNC_ORACLE_PORT={v}: expected a port number in 1..=65535"
                     ))
                 })?;
+        }
+        let ms = |name: &str| -> Result<Option<u64>, VsyncError> {
+            match std::env::var(name) {
+                Err(_) => Ok(None),
+                Ok(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
+                    VsyncError::Config(format!("{name}={v}: expected milliseconds (an integer)"))
+                }),
+            }
+        };
+        if let Some(v) = ms("VSYNC_HANDLER_WARN_MS")? {
+            b.handler_warn = Duration::from_millis(v);
+        }
+        if let Some(v) = ms("VSYNC_STALL_LIMIT_MS")? {
+            b.stall_limit = (v > 0).then(|| Duration::from_millis(v));
         }
         if std::env::var("VSYNC_ENGINE").is_ok() {
             let mut e = EngineConfig::from_env().map_err(|e| VsyncError::Config(e.to_string()))?;
@@ -420,6 +459,9 @@ impl System {
             shutdown_timeout: b.shutdown_timeout,
             max_message: b.protocol.max_message_bytes.saturating_sub(64),
             max_raw: vsync_control::agent::MemberAgent::max_raw_payload_for(&b.protocol),
+            handler_warn: b.handler_warn,
+            stall_limit: b.stall_limit,
+            blocked_reports: AtomicU64::new(0),
             finished: Mutex::new(false),
             finished_cv: Condvar::new(),
             driver: Mutex::new(Some(handle)),
@@ -448,6 +490,12 @@ impl System {
     /// True if this process runs the embedded oracle (it started first on this host).
     pub fn hosts_oracle(&self) -> bool {
         self.inner.hosts_oracle
+    }
+
+    /// How many times a handler of this process ran longer than the warning threshold
+    /// ([`SystemBuilder::handler_warning`]); each is also reported on stderr.
+    pub fn blocked_handler_reports(&self) -> u64 {
+        self.inner.blocked_reports.load(Ordering::Relaxed)
     }
 
     /// True until [`System::shutdown`] or poisoning.
@@ -679,6 +727,7 @@ struct GState {
     attempts: u32,
     phase: Phase,
     upcalls: Sender<Upcall>,
+    clock: Arc<DeliveryClock>,
     join_done: Option<Done<()>>,
     leave_done: Vec<Done<()>>,
     out: VecDeque<Out>,
@@ -701,12 +750,15 @@ struct Driver {
     terminations: BTreeMap<u64, Done<()>>,
     /// The client protocol (as a client and as a representative).
     clients: ClientDriver,
+    /// Reports and poisons on blocked handlers.
+    watchdog: Watchdog,
     flav_stats: flavours::FlavourStats,
 }
 
 impl Driver {
     fn new(rt: MemberRuntime, rx: Receiver<Cmd>, inner: Arc<SysInner>) -> Self {
         let me = rt.agent().me();
+        let watchdog = Watchdog::new(inner.handler_warn, inner.stall_limit);
         Driver {
             rt,
             rx,
@@ -718,6 +770,7 @@ impl Driver {
             shutdown: None,
             terminations: BTreeMap::new(),
             clients: ClientDriver::new(me),
+            watchdog,
             flav_stats: flavours::FlavourStats::default(),
         }
     }
@@ -767,6 +820,10 @@ impl Driver {
                 stop |= self.on_event(e);
             }
             self.serve_clients();
+            if let Err(why) = self.check_delivery_threads() {
+                self.poison(why);
+                break;
+            }
             if stop {
                 break;
             }
@@ -788,6 +845,16 @@ impl Driver {
             *f = true;
         }
         self.inner.finished_cv.notify_all();
+    }
+
+    /// The watchdog over the groups' delivery threads.
+    fn check_delivery_threads(&mut self) -> Result<(), String> {
+        for (g, gs) in &self.groups {
+            if self.watchdog.check(*g, &gs.name, &gs.clock)? {
+                self.inner.blocked_reports.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Client frames received on the control socket, and the client's own timers.
@@ -883,6 +950,7 @@ impl Driver {
                 mode,
                 upcalls,
                 key,
+                clock,
                 done,
             } => {
                 if self.shutdown.is_some() {
@@ -903,6 +971,7 @@ impl Driver {
                         attempts: 0,
                         phase: Phase::Unregistered,
                         upcalls,
+                        clock,
                         join_done: Some(done),
                         leave_done: Vec::new(),
                         out: VecDeque::new(),
@@ -1427,6 +1496,7 @@ impl Driver {
     }
 
     fn on_gone(&mut self, g: GroupId) {
+        self.watchdog.forget(g);
         let Some(mut gs) = self.groups.remove(&g) else {
             return;
         };

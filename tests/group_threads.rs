@@ -1,0 +1,145 @@
+//! The threading rules of the manual's "Threads" section: a blocked handler is reported, a
+//! member whose handler blocks past the stall limit takes the poison pill (and the group goes
+//! on without it), and sends from inside handlers never deadlock.
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vsync::{Group, System, VsyncError};
+
+const SLOW: u32 = 0;
+const PING: u32 = 1;
+const ECHO: u32 = 2;
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_slow_handler_is_reported_once() {
+    let sys = System::builder()
+        .oracle_port(free_port())
+        .handler_warning(Duration::from_millis(100))
+        .delivery_stall_limit(None)
+        .start()
+        .unwrap();
+    let g = Group::new(&sys, "slow").unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let d = done.clone();
+    g.on(SLOW, move |ms: u64| {
+        std::thread::sleep(Duration::from_millis(ms));
+        d.fetch_add(1, Ordering::Relaxed);
+    })
+    .unwrap();
+    g.join().unwrap();
+    g.send(SLOW, (400u64,)).unwrap();
+    g.send(SLOW, (1u64,)).unwrap();
+    wait_until("both handlers", Duration::from_secs(10), || {
+        done.load(Ordering::Relaxed) == 2
+    });
+    assert_eq!(sys.blocked_handler_reports(), 1, "the 400 ms handler, once");
+    sys.shutdown().unwrap();
+}
+
+#[test]
+fn a_stuck_member_takes_the_poison_pill_and_the_group_goes_on() {
+    let port = free_port();
+    let start = || {
+        System::builder()
+            .oracle_port(port)
+            .handler_warning(Duration::from_millis(100))
+            .delivery_stall_limit(Some(Duration::from_millis(600)))
+            .start()
+            .unwrap()
+    };
+    let (sa, sb) = (start(), start());
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Arc::new(Mutex::new(release_rx));
+    let ga = Group::new(&sa, "stuck").unwrap();
+    ga.on(SLOW, |_ms: u64| {}).unwrap();
+    ga.join().unwrap();
+    let gb = Group::new(&sb, "stuck").unwrap();
+    let r = release_rx.clone();
+    // B's handler blocks until the test releases it (after B has been excluded).
+    gb.on(SLOW, move |_ms: u64| {
+        let _ = r.lock().unwrap().recv_timeout(Duration::from_secs(30));
+    })
+    .unwrap();
+    gb.join().unwrap();
+    wait_until("view 2", Duration::from_secs(10), || {
+        ga.view().is_some_and(|v| v.len() == 2)
+    });
+    let b = sb.my_address();
+    ga.send(SLOW, (0u64,)).unwrap();
+    wait_until("B poisoned", Duration::from_secs(20), || !sb.is_active());
+    match gb.send(SLOW, (0u64,)) {
+        Err(VsyncError::Poisoned(why)) => assert!(why.contains("\"stuck\""), "{why}"),
+        other => panic!("expected the poison pill, got {other:?}"),
+    }
+    wait_until("A's view without B", Duration::from_secs(20), || {
+        ga.view()
+            .is_some_and(|v| v.len() == 1 && v.failed.contains(&b))
+    });
+    ga.send(SLOW, (0u64,)).unwrap();
+    let _ = release_tx.send(());
+    sa.shutdown().unwrap();
+}
+
+#[test]
+fn sends_and_queries_from_handlers_do_not_deadlock() {
+    let port = free_port();
+    let (sa, sb) = (
+        System::builder().oracle_port(port).start().unwrap(),
+        System::builder().oracle_port(port).start().unwrap(),
+    );
+    let echoes = Arc::new(AtomicU64::new(0));
+    let mk = |sys: &System| {
+        let g = Group::new(sys, "chatty").unwrap();
+        let me = g.clone();
+        // Every PING is answered, from inside the handler, by a burst of ordered ECHOs.
+        g.on(PING, move |n: u64| {
+            if me.my_rank() == Some(0) {
+                for i in 0..n {
+                    me.ordered_send(ECHO, (i,)).unwrap();
+                }
+            }
+        })
+        .unwrap();
+        let e = echoes.clone();
+        g.on(ECHO, move |_i: u64| {
+            e.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+        g
+    };
+    let (ga, gb) = (mk(&sa), mk(&sb));
+    ga.join().unwrap();
+    gb.join().unwrap();
+    wait_until("view 2", Duration::from_secs(10), || {
+        gb.view().is_some_and(|v| v.len() == 2)
+    });
+    for _ in 0..10 {
+        gb.send(PING, (500u64,)).unwrap();
+    }
+    wait_until(
+        "all echoes at both members",
+        Duration::from_secs(60),
+        || echoes.load(Ordering::Relaxed) == 2 * 10 * 500,
+    );
+    sb.shutdown().unwrap();
+    sa.shutdown().unwrap();
+}
