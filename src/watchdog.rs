@@ -1,7 +1,7 @@
 //! The delivery watchdog (the manual's "Threads": a handler that blocks stops its group's
 //! deliveries; Isis² eventually kills such a member with a poison pill).
 //!
-//! Each group's delivery thread stamps a [`DeliveryClock`] when an upcall starts and clears
+//! Each group's delivery thread stamps a delivery clock when an upcall starts and clears
 //! it when the upcall returns. The system's driver looks at the clocks on every loop:
 //!
 //! * an upcall running longer than the **warning** threshold (`VSYNC_HANDLER_WARN_MS`,
