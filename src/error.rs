@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::marshal::{DispatchError, RegistryError};
 use crate::query::QueryError;
+use crate::safe::SafeError;
 
 /// Why a vsync call failed.
 ///
@@ -60,6 +61,9 @@ pub enum VsyncError {
     Registry(String),
     /// The call did not complete in time; the text says what was waited for.
     Timeout(String),
+    /// A SafeSend call was misused (zero threshold, `done` of an unknown tag, ...) or the
+    /// durability method failed.
+    Safe(SafeError),
 }
 
 impl fmt::Display for VsyncError {
@@ -90,6 +94,7 @@ impl fmt::Display for VsyncError {
             }
             VsyncError::Registry(m) => write!(f, "type registry: {m}"),
             VsyncError::Timeout(m) => write!(f, "timed out waiting for {m}"),
+            VsyncError::Safe(e) => write!(f, "SafeSend: {e}"),
         }
     }
 }
@@ -99,6 +104,7 @@ impl std::error::Error for VsyncError {
         match self {
             VsyncError::Signature(e) => Some(e),
             VsyncError::Query(e) => Some(e),
+            VsyncError::Safe(e) => Some(e),
             _ => None,
         }
     }
@@ -113,6 +119,12 @@ impl From<DispatchError> for VsyncError {
 impl From<QueryError> for VsyncError {
     fn from(e: QueryError) -> Self {
         VsyncError::Query(e)
+    }
+}
+
+impl From<SafeError> for VsyncError {
+    fn from(e: SafeError) -> Self {
+        VsyncError::Safe(e)
     }
 }
 

@@ -2,10 +2,10 @@
 //!
 //! A Rust implementation of the Isis² group-communication model. This crate is the public
 //! library: [`System`] (start, find or start the oracle, shut down) and [`Group`] (typed
-//! request handlers, views, Send, OrderedSend, P2PSend, Query/OrderedQuery, Flush, state
-//! transfer), typed marshalling ([`marshal`]), sans-IO building blocks still to be wired into
-//! `Group` ([`causal`], [`durability`], [`checkpoint_file`]), and the data plane
-//! ([`dataplane`]). The control plane (oracle, view change) is the `vsync-control` crate.
+//! request handlers, views, Send, OrderedSend, P2PSend, Query/OrderedQuery, SafeSend /
+//! SafeQuery with [`durability`] methods ([`safe`]), Flush, state transfer), typed
+//! marshalling ([`marshal`]), sans-IO building blocks still to be wired into `Group`
+//! ([`causal`], [`checkpoint_file`]), and the data plane ([`dataplane`]). The control plane (oracle, view change) is the `vsync-control` crate.
 
 #![deny(missing_docs)]
 
@@ -18,6 +18,7 @@ pub mod error;
 pub mod group;
 pub mod marshal;
 pub mod query;
+pub mod safe;
 pub mod system;
 
 pub use error::VsyncError;
