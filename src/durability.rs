@@ -147,6 +147,9 @@ pub enum DurabilityError {
     Poisoned,
     /// The operation succeeded, but compacting the log afterwards failed (it will be retried).
     GcFailed(Box<DurabilityError>),
+    /// In a [`log_batch`](Durability::log_batch), the write of this message's batch failed
+    /// (the error is reported for the batch's first message to be written).
+    BatchAborted(CompletionTag),
 }
 
 impl fmt::Display for DurabilityError {
@@ -182,6 +185,7 @@ impl fmt::Display for DurabilityError {
                 f,
                 "operation recorded, but compacting the durability log failed: {e}"
             ),
+            BatchAborted(t) => write!(f, "message {t} was not logged: writing its batch failed"),
         }
     }
 }
@@ -220,6 +224,13 @@ pub trait Durability {
     /// The messages logged but not yet done, in the order they were logged: what to replay
     /// after a total failure.
     fn pending(&self) -> Vec<LoggedMsg>;
+
+    /// Logs several messages, in order; one result per message. The default calls
+    /// [`log`](Self::log) for each; [`DiskLogger`] writes them all and forces the disk once
+    /// (group commit), so every `Ok` is durable when this returns.
+    fn log_batch(&mut self, msgs: &[LoggedMsg]) -> Vec<Result<CompletionTag, DurabilityError>> {
+        msgs.iter().map(|m| self.log(m)).collect()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -465,6 +476,8 @@ pub struct DiskLogger {
     ledger: Ledger,
     report: RecoveryReport,
     poisoned: bool,
+    /// Data syncs of appended records (`log`, `log_batch`).
+    syncs: u64,
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DurabilityError + 'a {
@@ -551,6 +564,7 @@ impl DiskLogger {
             ledger: Ledger::default(),
             report: RecoveryReport::default(),
             poisoned: false,
+            syncs: 0,
         };
         let good = me.replay(&bytes)?;
         me.len = good;
@@ -689,6 +703,13 @@ impl DiskLogger {
         self.len
     }
 
+    /// How many times appended records were forced to disk (`sync_data`) since opening: one
+    /// per [`log`](Durability::log) of a new message, one per
+    /// [`log_batch`](Durability::log_batch) that wrote something.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
+    }
+
     /// Bytes of records of collected messages still in the file.
     pub fn dead_bytes(&self) -> u64 {
         self.dead
@@ -716,6 +737,7 @@ impl DiskLogger {
             .map_err(io_err("append to", &self.path))
             .and_then(|()| {
                 if sync {
+                    self.syncs += 1;
                     self.file.sync_data().map_err(io_err("sync", &self.path))
                 } else {
                     Ok(())
@@ -813,6 +835,60 @@ impl Durability for DiskLogger {
             self.ledger.apply_log(msg, n);
         }
         Ok(msg.tag)
+    }
+
+    fn log_batch(&mut self, msgs: &[LoggedMsg]) -> Vec<Result<CompletionTag, DurabilityError>> {
+        let mut out: Vec<Result<CompletionTag, DurabilityError>> = Vec::with_capacity(msgs.len());
+        // Messages to write: index into `msgs` and record size.
+        let mut write: Vec<(usize, u64)> = Vec::new();
+        let mut planned: HashMap<CompletionTag, usize> = HashMap::new();
+        let mut buf = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            if m.payload.len() > MAX_PAYLOAD {
+                out.push(Err(DurabilityError::TooLarge {
+                    len: m.payload.len(),
+                    max: MAX_PAYLOAD,
+                }));
+                continue;
+            }
+            if let Some(&j) = planned.get(&m.tag) {
+                out.push(if msgs[j].payload == m.payload {
+                    Ok(m.tag)
+                } else {
+                    Err(DurabilityError::DuplicateTag(m.tag))
+                });
+                continue;
+            }
+            match self.ledger.check_log(m) {
+                Ok(Step::Noop) => out.push(Ok(m.tag)),
+                Ok(Step::Apply) => {
+                    let n = frame(&mut buf, KIND_LOG, &m.tag, &m.payload);
+                    planned.insert(m.tag, i);
+                    write.push((i, n));
+                    out.push(Ok(m.tag));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        if write.is_empty() {
+            return out;
+        }
+        match self.append(&buf, true) {
+            Ok(()) => {
+                for (i, n) in write {
+                    self.ledger.apply_log(&msgs[i], n);
+                }
+            }
+            Err(e) => {
+                let mut first = Some(e);
+                for (i, _) in write {
+                    out[i] = Err(first
+                        .take()
+                        .unwrap_or(DurabilityError::BatchAborted(msgs[i].tag)));
+                }
+            }
+        }
+        out
     }
 
     fn delivered(&mut self, tag: CompletionTag) -> Result<(), DurabilityError> {

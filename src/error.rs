@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::marshal::{DispatchError, RegistryError};
 use crate::query::QueryError;
+use crate::safe::SafeError;
 
 /// Why a vsync call failed.
 ///
@@ -63,6 +64,9 @@ pub enum VsyncError {
     /// A persistent group's checkpoint file could not be read or written; the text names the
     /// file and the problem (a corrupt file fails the join and leaves `.bak` untouched).
     Checkpoint(String),
+    /// A SafeSend call was misused (zero threshold, `done` of an unknown tag, ...) or the
+    /// durability method failed.
+    Safe(SafeError),
 }
 
 impl fmt::Display for VsyncError {
@@ -94,6 +98,7 @@ impl fmt::Display for VsyncError {
             VsyncError::Registry(m) => write!(f, "type registry: {m}"),
             VsyncError::Timeout(m) => write!(f, "timed out waiting for {m}"),
             VsyncError::Checkpoint(m) => write!(f, "persistent checkpoint: {m}"),
+            VsyncError::Safe(e) => write!(f, "SafeSend: {e}"),
         }
     }
 }
@@ -103,6 +108,7 @@ impl std::error::Error for VsyncError {
         match self {
             VsyncError::Signature(e) => Some(e),
             VsyncError::Query(e) => Some(e),
+            VsyncError::Safe(e) => Some(e),
             _ => None,
         }
     }
@@ -117,6 +123,12 @@ impl From<DispatchError> for VsyncError {
 impl From<QueryError> for VsyncError {
     fn from(e: QueryError) -> Self {
         VsyncError::Query(e)
+    }
+}
+
+impl From<SafeError> for VsyncError {
+    fn from(e: SafeError) -> Self {
+        VsyncError::Safe(e)
     }
 }
 

@@ -17,11 +17,15 @@
 //! query:    0x02 qid:u64-LE code:u32-LE arglist          (multicast, Send or OrderedSend)
 //! reply:    0x03 qid:u64-LE kind:u8 (0 value | 1 null | 2 abort) bytes   (P2P to the caller)
 //! leaving:  0x04                                          (Send, just before a Leave)
-//! causal:   0x10 stamp message|query                      (Send; see system::flavours)
+//! causal:   0x20 stamp message|query                      (Send; see system::flavours)
+//! safe:     0x10 / 0x11 / 0x12                            (SafeSend, accept, done: see crate::safe)
 //! ```
 //!
 //! RawSend / RawP2PSend carry `message` and `query` payloads unreliably; a query that arrived
 //! raw is answered by a raw `reply` when it fits one datagram.
+//!
+//! SafeSend handlers see [`Group::message_kind`] = `Ordered` and their tag in
+//! [`Group::completion_tag`].
 //!
 //! ```no_run
 //! use vsync::{Group, System, NReplies, Timeout};
@@ -60,6 +64,7 @@ use vsync_control::oracle::{Signature as OracleSignature, View as OracleView};
 use vsync_dataplane::{GroupId, MemberId, ViewId};
 
 use crate::checkpoint_file::CheckpointFile;
+use crate::durability::{CompletionTag, Durability};
 use crate::error::VsyncError;
 use crate::marshal::{
     Address, ArgList, Args, ArgsRef, DispatchError, Encode, Handler, Handlers, Marshal, Reader,
@@ -67,6 +72,7 @@ use crate::marshal::{
 };
 use crate::persistent::{InitFn, LoadFn, MakeFn, Persistence};
 use crate::query::{NReplies, Replies, ReplyKind, Timeout};
+use crate::safe::SafeLocal;
 use crate::system::{gid_of, Cmd, JoinMode, System};
 use crate::watch::{WatchEvent, WatchId, Watches};
 
@@ -115,6 +121,14 @@ pub(crate) enum Upcall {
         code: RequestCode,
         args: Vec<u8>,
         qid: u64,
+    },
+    /// A SafeSend (or SafeQuery when `query` is set) whose acceptors logged it.
+    Safe {
+        sender: Address,
+        tag: CompletionTag,
+        code: RequestCode,
+        args: Vec<u8>,
+        query: Option<u64>,
     },
     Gone,
 }
@@ -398,6 +412,8 @@ struct GroupInner {
     client_codes: Mutex<BTreeSet<RequestCode>>,
     /// When the running upcall started (read by the system's watchdog).
     clock: Arc<crate::watchdog::DeliveryClock>,
+    /// SafeSend: threshold, durability method, the running SafeSend's tag.
+    safe: SafeLocal,
 }
 
 /// An Isis² process group. Cheap to clone (clones are the same group object); handlers may
@@ -461,6 +477,7 @@ impl Group {
                 watches: Mutex::new(Watches::default()),
                 client_codes: Mutex::new(BTreeSet::new()),
                 clock: Arc::new(crate::watchdog::DeliveryClock::new()),
+                safe: SafeLocal::default(),
             }),
         })
     }
@@ -921,7 +938,8 @@ impl Group {
             if let Some(Some(k)) = l.secure {
                 l.persistent = l.persistent.take().map(|file| file.with_key(k));
             }
-            let mut signature = oracle_signature(&set);
+            let mut signature =
+                crate::safe::sign(oracle_signature(&set), self.inner.safe.threshold());
             if let Some(k) = &key {
                 let kcv = crate::secure::check_value(k);
                 signature.hash ^= kcv.rotate_left(17) | 1;
@@ -948,15 +966,23 @@ impl Group {
         *lock(&self.inner.delivery_thread) = Some(thread.thread().id());
         let (done, rx) = mpsc::channel();
         let r = sys
-            .submit(Cmd::Join {
+            .submit(Cmd::SafeConfig {
                 gid: self.inner.gid,
-                name: self.inner.name.clone(),
-                signature,
-                mode,
-                upcalls: up_tx,
-                key,
-                clock: self.inner.clock.clone(),
-                done,
+                threshold: self.inner.safe.threshold(),
+                durability: self.inner.safe.durability(),
+                log_failures: self.inner.safe.log_failures(),
+            })
+            .and_then(|()| {
+                sys.submit(Cmd::Join {
+                    gid: self.inner.gid,
+                    name: self.inner.name.clone(),
+                    signature,
+                    mode,
+                    upcalls: up_tx,
+                    key,
+                    clock: self.inner.clock.clone(),
+                    done,
+                })
             })
             .and_then(|()| sys.wait(&rx, Some(sys.inner.join_timeout), "the first view"));
         let mut l = lock(&self.inner.local);
@@ -1193,6 +1219,228 @@ impl Group {
     }
 }
 
+/// SafeSend and SafeQuery: durable, totally ordered multicast (Isis²'s Paxos). See
+/// [`crate::safe`] for the protocol.
+impl Group {
+    fn before_join_safe(&self) -> Result<(), VsyncError> {
+        self.inner.system.check()?;
+        if lock(&self.inner.local).phase != Phase::Fresh {
+            return Err(VsyncError::AlreadyJoined {
+                group: self.inner.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Isis² `SetSafeSendThreshold(Φ)`: the `Φ` lowest-ranked members of each view are the
+    /// acceptors, and a SafeSend is delivered once `min(Φ, view size)` of them logged it. The
+    /// default is every member. Only before joining, and every member must set the same value
+    /// (it is part of the group signature, so a member with another `Φ` is refused). `0` is
+    /// [`SafeError::ZeroThreshold`](crate::safe::SafeError::ZeroThreshold).
+    ///
+    /// ```no_run
+    /// use vsync::{Group, System};
+    /// let sys = System::start()?;
+    /// let g = Group::new(&sys, "accounts")?;
+    /// g.on(0, |amount: i64| println!("debit {amount}"))?;
+    /// g.set_safe_send_threshold(3)?; // three acceptors (Paxos' acceptor set)
+    /// g.join()?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn set_safe_send_threshold(&self, phi: usize) -> Result<&Self, VsyncError> {
+        self.before_join_safe()?;
+        self.inner.safe.set_threshold(phi)?;
+        Ok(self)
+    }
+
+    /// Isis² `SetDurabilityMethod(..)`: how acceptors log SafeSends. The default is an
+    /// in-memory [`MemoryLogger`](crate::durability::MemoryLogger); a
+    /// [`DiskLogger`](crate::durability::DiskLogger) forces each message to disk before the
+    /// member accepts it, and after a total failure the member that re-creates the group
+    /// replays the messages its log still holds as pending. Only before joining.
+    ///
+    /// ```no_run
+    /// use vsync::durability::DiskLogger;
+    /// use vsync::{Group, System};
+    /// let sys = System::start()?;
+    /// let g = Group::new(&sys, "accounts")?;
+    /// g.on(0, |amount: i64| println!("debit {amount}"))?;
+    /// // This member's log is /var/lib/app/accounts-log1.dat.
+    /// let log = DiskLogger::open("/var/lib/app/accounts-log", 1).expect("log opens");
+    /// g.set_durability_method(log)?;
+    /// g.join()?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn set_durability_method(
+        &self,
+        method: impl Durability + Send + 'static,
+    ) -> Result<&Self, VsyncError> {
+        self.before_join_safe()?;
+        self.inner.safe.set_durability(Box::new(method));
+        Ok(self)
+    }
+
+    /// Isis² `SafeSend`: a totally ordered multicast (one order with OrderedSend) that no
+    /// member delivers before the view's acceptors logged it, so if any member delivers it,
+    /// every surviving member does. Returns the message's completion tag once queued.
+    ///
+    /// ```no_run
+    /// use vsync::{Group, System};
+    /// let sys = System::start()?;
+    /// let g = Group::new(&sys, "accounts")?;
+    /// let h = g.clone();
+    /// g.on(0, move |amount: i64| {
+    ///     let tag = h.completion_tag().expect("inside a SafeSend handler");
+    ///     println!("debit {amount}, tag {tag}");
+    /// })?;
+    /// g.join()?;
+    /// let tag = g.safe_send(0, (25i64,))?;
+    /// # let _ = tag;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn safe_send(
+        &self,
+        code: RequestCode,
+        args: impl IntoArgs,
+    ) -> Result<CompletionTag, VsyncError> {
+        let args = self.prepare(code, args)?;
+        let tag = self.next_safe_tag();
+        let mut body = Vec::with_capacity(args.as_bytes().len() + 4);
+        body.extend_from_slice(&code.to_le_bytes());
+        body.extend_from_slice(args.as_bytes());
+        self.inner.system.submit(Cmd::Multicast {
+            gid: self.inner.gid,
+            ordered: true,
+            payload: crate::safe::encode_safe(&tag, 0, &body),
+        })?;
+        Ok(tag)
+    }
+
+    fn next_safe_tag(&self) -> CompletionTag {
+        let view = self.view().map_or(0, |v| u64::from(v.id));
+        self.inner
+            .safe
+            .next_tag(self.inner.system.my_address(), view)
+    }
+
+    /// Isis² `SafeQuery`: like [`Group::query`], with the request delivered by SafeSend.
+    ///
+    /// ```no_run
+    /// use vsync::{Group, NReplies, System, Timeout};
+    /// let sys = System::start()?;
+    /// let g = Group::new(&sys, "accounts")?;
+    /// g.on(1, |account: i32| account * 10)?;
+    /// g.join()?;
+    /// let balances: Vec<i32> = g.safe_query(NReplies::All, Timeout::default(), 1, (7i32,))?.decode()?;
+    /// # let _ = balances;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn safe_query(
+        &self,
+        want: NReplies,
+        timeout: Timeout,
+        code: RequestCode,
+        args: impl IntoArgs,
+    ) -> Result<Replies, VsyncError> {
+        let args = self.prepare(code, args)?;
+        let tag = self.next_safe_tag();
+        let mut body = Vec::with_capacity(args.as_bytes().len() + 4);
+        body.extend_from_slice(&code.to_le_bytes());
+        body.extend_from_slice(args.as_bytes());
+        let sys = &self.inner.system;
+        let (done, rx) = mpsc::channel();
+        sys.submit(Cmd::SafeQuery {
+            gid: self.inner.gid,
+            tag,
+            want,
+            timeout,
+            body,
+            done,
+        })?;
+        let limit = timeout.after.saturating_add(Duration::from_secs(30));
+        sys.wait(&rx, Some(limit), "safe query replies")
+    }
+
+    /// Inside a SafeSend (or SafeQuery) handler: the message's completion tag (Isis²
+    /// `GetCompletionTag`). The same tag comes back when the message is replayed after a
+    /// total failure, so handlers can recognise duplicates. `None` elsewhere.
+    ///
+    /// ```no_run
+    /// use std::collections::HashSet;
+    /// use std::sync::{Arc, Mutex};
+    /// use vsync::{Group, System};
+    /// let sys = System::start()?;
+    /// let g = Group::new(&sys, "accounts")?;
+    /// let seen = Arc::new(Mutex::new(HashSet::new())); // persisted by a real application
+    /// let h = g.clone();
+    /// g.on(0, move |amount: i64| {
+    ///     if seen.lock().unwrap().insert(h.completion_tag().unwrap()) {
+    ///         println!("apply {amount}");
+    ///     }
+    /// })?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn completion_tag(&self) -> Option<CompletionTag> {
+        self.inner.safe.current()
+    }
+
+    /// Isis² `BeginAsyncUpdate(ct)`: called inside a SafeSend handler whose update continues
+    /// after the handler returns (on another thread). The message then stays pending in the
+    /// durability log until [`Group::done`] is called with the returned tag (otherwise it is
+    /// done when the handler returns). Outside a SafeSend handler it is
+    /// [`SafeError::NotInSafeHandler`](crate::safe::SafeError::NotInSafeHandler).
+    ///
+    /// ```no_run
+    /// use vsync::{Group, System};
+    /// let sys = System::start()?;
+    /// let g = Group::new(&sys, "accounts")?;
+    /// let h = g.clone();
+    /// g.on(0, move |amount: i64| {
+    ///     let tag = h.begin_async_update().expect("in a SafeSend handler");
+    ///     let h = h.clone();
+    ///     std::thread::spawn(move || {
+    ///         println!("slow update of {amount}");
+    ///         h.done(tag).expect("pending update");
+    ///     });
+    /// })?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn begin_async_update(&self) -> Result<CompletionTag, VsyncError> {
+        Ok(self.inner.safe.begin_async()?)
+    }
+
+    /// Isis² `Done(ct)`: the asynchronous update begun for `tag` is complete. The acceptors
+    /// garbage-collect the message's log entry (in delivery order) once every member that
+    /// delivered it is done. A tag with no pending asynchronous update
+    /// is [`SafeError::UnknownTag`](crate::safe::SafeError::UnknownTag). See
+    /// [`Group::begin_async_update`] for an example.
+    pub fn done(&self, tag: CompletionTag) -> Result<(), VsyncError> {
+        self.inner.safe.done(tag)?;
+        self.inner.system.submit_internal(Cmd::SafeDone {
+            gid: self.inner.gid,
+            tag,
+        })
+    }
+
+    /// SafeSends this member, as an acceptor, failed to log (its durability method returned
+    /// an error, for example a full disk). It did not accept them: they wait for the next
+    /// view's acceptors.
+    ///
+    /// ```no_run
+    /// use vsync::{Group, System};
+    /// let sys = System::start()?;
+    /// let g = Group::new(&sys, "accounts")?;
+    /// assert_eq!(g.safe_log_failures(), 0);
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn safe_log_failures(&self) -> u64 {
+        self.inner
+            .safe
+            .log_failures()
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// The group signature the oracle compares: the [`SignatureSet`] digest, with a readable
 /// rendering of the handler signatures for its error messages.
 fn oracle_signature(set: &SignatureSet) -> OracleSignature {
@@ -1400,6 +1648,42 @@ fn delivery_loop(
                     qid,
                     reply,
                 });
+            }
+            Upcall::Safe {
+                sender,
+                tag,
+                code,
+                args,
+                query,
+            } => {
+                inner.safe.enter(tag);
+                *lock(&inner.current) = Some((sender, MsgKind::Ordered));
+                let result = match ArgsRef::parse(&args) {
+                    Ok(a) => catch_unwind(AssertUnwindSafe(|| cb.handlers.dispatch(code, a)))
+                        .unwrap_or_else(|p| Ok(Reply::Abort(panic_text(p)))),
+                    Err(e) => Ok(Reply::Abort(format!("malformed arguments: {e}"))),
+                };
+                *lock(&inner.current) = None;
+                if let Some(tag) = inner.safe.leave() {
+                    let _ = sys.submit_internal(Cmd::SafeDone {
+                        gid: inner.gid,
+                        tag,
+                    });
+                }
+                if let Some(qid) = query {
+                    let reply = match result {
+                        Ok(Reply::Value(v)) => ReplyKind::Value(v.into_bytes()),
+                        Ok(Reply::None) => ReplyKind::Null,
+                        Ok(Reply::Abort(s)) => ReplyKind::Abort(s),
+                        Err(e) => ReplyKind::Abort(e.to_string()),
+                    };
+                    let _ = sys.submit_internal(Cmd::Reply {
+                        gid: inner.gid,
+                        to: sender.member_id(),
+                        qid,
+                        reply,
+                    });
+                }
             }
             Upcall::Gone => break,
         }

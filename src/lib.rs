@@ -2,12 +2,13 @@
 //!
 //! A Rust implementation of the Isis² group-communication model. This crate is the public
 //! library: [`System`] (start, find or start the oracle, shut down) and [`Group`] (typed
-//! request handlers, views, watches, Send, OrderedSend, CausalSend, RawSend, P2PSend,
-//! RawP2PSend, Query/OrderedQuery/CausalQuery/RawQuery, P2PQuery/RawP2PQuery, Flush, state
-//! transfer, the initializer, persistent and secure groups, HasFailed, Terminate), non-member
-//! [`Client`]s, the delivery [`watchdog`], typed marshalling ([`marshal`]), sans-IO building
-//! blocks ([`causal`], [`durability`], [`checkpoint_file`]), and the data plane
-//! ([`dataplane`]). The control plane (oracle, view change) is the `vsync-control` crate.
+//! request handlers, views, watches, Send, OrderedSend, CausalSend, SafeSend, RawSend,
+//! P2PSend, RawP2PSend, Query/OrderedQuery/CausalQuery/SafeQuery/RawQuery,
+//! P2PQuery/RawP2PQuery, Flush, state transfer, the initializer, persistent and secure groups,
+//! HasFailed, Terminate), SafeSend's protocol ([`safe`]) and [`durability`] methods,
+//! non-member [`Client`]s, the delivery [`watchdog`], typed marshalling ([`marshal`]), sans-IO
+//! building blocks ([`causal`], [`checkpoint_file`]), and the data plane ([`dataplane`]). The
+//! control plane (oracle, view change) is the `vsync-control` crate.
 
 #![deny(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod group;
 pub mod marshal;
 mod persistent;
 pub mod query;
+pub mod safe;
 mod secure;
 pub mod system;
 pub mod watch;

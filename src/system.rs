@@ -52,6 +52,7 @@ use crate::error::VsyncError;
 use crate::group::{self, Upcall, View};
 use crate::marshal::Address;
 use crate::query::{NReplies, Replies, ReplyCollector, ReplyKind, Timeout};
+use crate::safe::{SafeGroup, SafeOut, SharedDurability};
 use crate::watchdog::{DeliveryClock, Watchdog};
 
 pub(crate) mod flavours;
@@ -149,6 +150,26 @@ pub(crate) enum Cmd {
         body: Vec<u8>,
         done: Done<Replies>,
     },
+    /// Test aid: stop at once without leaving any group (a crash, as the others see it).
+    Crash {
+        done: Done<()>,
+    },
+    /// SafeSend configuration of a group; submitted just before its `Join`.
+    SafeConfig {
+        gid: GroupId,
+        threshold: Option<usize>,
+        durability: SharedDurability,
+        log_failures: Arc<AtomicU64>,
+    },
+    /// SafeQuery: like `Query`, sent as a SafeSend with this tag.
+    SafeQuery {
+        gid: GroupId,
+        tag: crate::durability::CompletionTag,
+        want: NReplies,
+        timeout: Timeout,
+        body: Vec<u8>,
+        done: Done<Replies>,
+    },
     /// The client protocol's counters.
     ClientStats {
         done: Done<crate::client::ClientStats>,
@@ -162,6 +183,17 @@ pub(crate) enum Cmd {
     },
     /// CausalSend, the raw sends and the query flavours ([`flavours`]).
     Flav(flavours::FlavCmd),
+    /// This member finished its update for a SafeSend (handler returned, or `Group::done`).
+    SafeDone {
+        gid: GroupId,
+        tag: crate::durability::CompletionTag,
+    },
+    /// The group's logger thread logged these SafeSends for `view`: accept them.
+    SafeLogged {
+        gid: GroupId,
+        view: u64,
+        tags: Vec<crate::durability::CompletionTag>,
+    },
 }
 
 /// Where the oracle replicas are.
@@ -523,6 +555,33 @@ impl System {
         Ok(())
     }
 
+    /// Test aid: stops this member abruptly, as if its process crashed: no group is left, the
+    /// others see it in [`View::failed`](crate::View::failed) once the failure detector
+    /// notices. Not for production use.
+    ///
+    /// ```no_run
+    /// let sys = vsync::System::builder().oracle_port(40113).start()?;
+    /// sys.crash_for_testing();
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    #[doc(hidden)]
+    pub fn crash_for_testing(&self) {
+        if self.check().is_err() {
+            return;
+        }
+        self.inner.status.store(STATUS_SHUTDOWN, Ordering::Release);
+        let (done, rx) = mpsc::channel();
+        if self.submit_internal(Cmd::Crash { done }).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+        }
+        let handle = self.inner.driver.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+
     /// Isis² `WaitForever()`: blocks until the system is shut down (by another thread) or
     /// poisoned; returns why.
     pub fn wait_forever(&self) -> VsyncError {
@@ -753,6 +812,8 @@ struct Driver {
     /// Reports and poisons on blocked handlers.
     watchdog: Watchdog,
     flav_stats: flavours::FlavourStats,
+    /// SafeSend state per group (see [`crate::safe`]).
+    safe: BTreeMap<GroupId, SafeGroup>,
 }
 
 impl Driver {
@@ -772,6 +833,7 @@ impl Driver {
             clients: ClientDriver::new(me),
             watchdog,
             flav_stats: flavours::FlavourStats::default(),
+            safe: BTreeMap::new(),
         }
     }
 
@@ -802,6 +864,7 @@ impl Driver {
                 break;
             }
             self.start_joins();
+            self.report_safe_dones();
             let gids: Vec<GroupId> = self.groups.keys().copied().collect();
             for g in &gids {
                 self.pump(*g);
@@ -1051,6 +1114,10 @@ impl Driver {
                 }
             }
             Cmd::Checkpoint { gid, view, state } => {
+                let state = match self.safe.get_mut(&gid) {
+                    Some(sg) => sg.wrap(view.0, state),
+                    None => state,
+                };
                 self.rt.agent_mut().send_checkpoint(gid, view, &state);
             }
             Cmd::Flush { gid, k, done } => match self.groups.get_mut(&gid) {
@@ -1100,6 +1167,118 @@ impl Driver {
                 }
             }
             Cmd::Flav(c) => self.on_flav_cmd(c),
+            Cmd::Crash { done } => {
+                // Stop at the next loop check, leaving nothing: the oracle's failure detector
+                // excludes this member once its heartbeats stop.
+                self.shutdown = Some((Instant::now(), vec![done]));
+            }
+            Cmd::SafeConfig {
+                gid,
+                threshold,
+                durability,
+                log_failures,
+            } => {
+                let sg = SafeGroup::new(
+                    gid,
+                    Address::from(self.me()),
+                    threshold,
+                    durability,
+                    log_failures,
+                    Arc::downgrade(&self.inner),
+                );
+                self.safe.insert(gid, sg);
+            }
+            Cmd::SafeQuery {
+                gid,
+                tag,
+                want,
+                timeout,
+                body,
+                done,
+            } => {
+                let active = self.groups.get(&gid).map(|s| s.phase) == Some(Phase::Active);
+                if !active {
+                    let _ = done.send(Err(self.not_joined(gid)));
+                    return;
+                }
+                self.next_qid += 1;
+                let qid = self.next_qid;
+                let payload = crate::safe::encode_safe(&tag, qid, &body);
+                if let Some(gs) = self.groups.get_mut(&gid) {
+                    gs.out.push_back(Out::Query {
+                        qid,
+                        ordered: true,
+                        payload,
+                        want,
+                        timeout,
+                        done,
+                    });
+                }
+            }
+            Cmd::SafeDone { gid, tag } => {
+                if let Some(sg) = self.safe.get_mut(&gid) {
+                    sg.local_done(tag);
+                }
+            }
+            Cmd::SafeLogged { gid, view, tags } => {
+                if let Some(sg) = self.safe.get_mut(&gid) {
+                    sg.on_logged(view, &tags);
+                }
+                self.run_safe(gid);
+            }
+        }
+    }
+
+    /// Multicasts the SafeSend completions reported since the last iteration (one batch per
+    /// group), for the acceptors' garbage collection.
+    fn report_safe_dones(&mut self) {
+        let now = Instant::now();
+        for (g, sg) in self.safe.iter_mut() {
+            let reports = sg.take_done_reports(now);
+            if let Some(gs) = self.groups.get_mut(g) {
+                for payload in reports {
+                    gs.out.push_back(Out::Multicast {
+                        ordered: false,
+                        payload,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Carries out what the group's SafeSend core decided, in order.
+    fn run_safe(&mut self, g: GroupId) {
+        while let Some(out) = self.safe.get_mut(&g).and_then(|s| s.next()) {
+            match out {
+                SafeOut::Ordered { sender, payload } => {
+                    self.on_deliver_now(g, sender.member_id(), MsgKind::Ordered, payload)
+                }
+                SafeOut::Safe {
+                    sender,
+                    tag,
+                    qid,
+                    code,
+                    args,
+                } => {
+                    if let Some(gs) = self.groups.get(&g) {
+                        let _ = gs.upcalls.send(Upcall::Safe {
+                            sender,
+                            tag,
+                            code,
+                            args,
+                            query: (qid != 0).then_some(qid),
+                        });
+                    }
+                }
+                SafeOut::Multicast(payload) => {
+                    if let Some(gs) = self.groups.get_mut(&g) {
+                        gs.out.push_back(Out::Multicast {
+                            ordered: false,
+                            payload,
+                        });
+                    }
+                }
+            }
         }
     }
 
@@ -1325,6 +1504,9 @@ impl Driver {
                 }
             }
             AgentEvent::MakeCheckpoint { group, view } => {
+                if let Some(sg) = self.safe.get_mut(&group) {
+                    sg.take_snapshot(view.0);
+                }
                 if let Some(gs) = self.groups.get(&group) {
                     if gs.upcalls.send(Upcall::MakeCheckpoint { view }).is_err() {
                         // Nobody to make it: send an empty state so joiners are not stuck.
@@ -1337,6 +1519,10 @@ impl Driver {
                 }
             }
             AgentEvent::LoadCheckpoint { group, state, .. } => {
+                let (snapshot, state) = crate::safe::unwrap_checkpoint(state);
+                if let (Some(snap), Some(sg)) = (snapshot, self.safe.get_mut(&group)) {
+                    let _ = sg.core.restore(&snap);
+                }
                 if let Some(gs) = self.groups.get(&group) {
                     let _ = gs.upcalls.send(Upcall::LoadCheckpoint { state });
                 }
@@ -1375,7 +1561,12 @@ impl Driver {
         } else {
             None
         };
+        let first = join_done.is_some();
         let _ = gs.upcalls.send(Upcall::View { view, join_done });
+        self.on_safe_view(&v, first);
+        let Some(gs) = self.groups.get_mut(&g) else {
+            return;
+        };
         let mut finished = Vec::new();
         for m in &v.left {
             let a = Address::from(*m);
@@ -1396,6 +1587,17 @@ impl Driver {
     }
 
     fn on_deliver(&mut self, g: GroupId, sender: MemberId, kind: MsgKind, payload: Vec<u8>) {
+        // SafeSend: its messages, its accepts, and OrderedSends held behind a SafeSend.
+        if let Some(sg) = self.safe.get_mut(&g) {
+            if sg.on_deliver(Address::from(sender), kind == MsgKind::Ordered, &payload) {
+                self.run_safe(g);
+                return;
+            }
+        }
+        self.on_deliver_now(g, sender, kind, payload);
+    }
+
+    fn on_deliver_now(&mut self, g: GroupId, sender: MemberId, kind: MsgKind, payload: Vec<u8>) {
         let Some(gs) = self.groups.get_mut(&g) else {
             return;
         };
@@ -1435,6 +1637,32 @@ impl Driver {
             }
             _ => {}
         }
+    }
+
+    /// SafeSend at a view install: re-accept held messages; after a total failure (this
+    /// member creates the group alone) replay the durability log's pending messages first.
+    fn on_safe_view(&mut self, v: &OracleView, first: bool) {
+        let me = self.me();
+        let g = v.group;
+        let Some(sg) = self.safe.get_mut(&g) else {
+            return;
+        };
+        let members: Vec<Address> = v.members.iter().map(|m| Address::from(*m)).collect();
+        sg.install(u64::from(v.id.0), &members);
+        let replay = if first && v.members == [me] {
+            sg.replay()
+        } else {
+            Vec::new()
+        };
+        if let Some(gs) = self.groups.get_mut(&g) {
+            for payload in replay.into_iter().rev() {
+                gs.out.push_front(Out::Multicast {
+                    ordered: true,
+                    payload,
+                });
+            }
+        }
+        self.run_safe(g);
     }
 
     fn on_request_reply(&mut self, seq: u64, result: Result<(), String>) {
@@ -1483,6 +1711,7 @@ impl Driver {
                     self.issue(g, ReqKind::Join);
                     return;
                 }
+                self.safe.remove(&g);
                 if let Some(gs) = self.groups.remove(&g) {
                     if let Some(d) = gs.join_done {
                         let _ = d.send(Err(VsyncError::Refused {
@@ -1497,6 +1726,7 @@ impl Driver {
 
     fn on_gone(&mut self, g: GroupId) {
         self.watchdog.forget(g);
+        self.safe.remove(&g);
         let Some(mut gs) = self.groups.remove(&g) else {
             return;
         };

@@ -8,7 +8,7 @@
 //! view it is sent in (one [`CausalOrder`] per group and view, owned by the driver thread):
 //!
 //! ```text
-//! causal:   0x10 stamp inner        (inner: a `message` or `query` payload, see crate::group)
+//! causal:   0x20 stamp inner        (inner: a `message` or `query` payload, see crate::group)
 //! ```
 //!
 //! * The stamp is taken when the driver hands the message to the data plane (so every causal
@@ -51,7 +51,7 @@ use crate::causal::{CausalError, CausalOrder, VectorStamp};
 use crate::marshal::{Reader, Writer};
 
 /// The causal message tag (outside the range of the basic tags of [`crate::group`]).
-pub(crate) const K_CAUSAL: u8 = 0x10;
+pub(crate) const K_CAUSAL: u8 = 0x20;
 
 /// Most causal messages one group holds back waiting for their predecessors; beyond it a
 /// message is dropped and counted ([`FlavourStats::causal_overflow`]).
