@@ -67,8 +67,8 @@ use crate::checkpoint_file::CheckpointFile;
 use crate::durability::{CompletionTag, Durability};
 use crate::error::VsyncError;
 use crate::marshal::{
-    Address, ArgList, Args, ArgsRef, DispatchError, Encode, Handler, Handlers, Marshal, Reader,
-    Reply, RequestCode, Signature, SignatureSet, TypeRegistry, Writer,
+    Address, ArgList, Args, ArgsRef, DispatchError, Encode, Handler, Handlers, IntoReply, Marshal,
+    Reader, Reply, RequestCode, Signature, SignatureSet, TypeRegistry, Writer,
 };
 use crate::persistent::{InitFn, LoadFn, MakeFn, Persistence};
 use crate::query::{NReplies, Replies, ReplyKind, Timeout};
@@ -412,6 +412,8 @@ struct GroupInner {
     client_codes: Mutex<BTreeSet<RequestCode>>,
     /// When the running upcall started (read by the system's watchdog).
     clock: Arc<crate::watchdog::DeliveryClock>,
+    /// The running query's reply route, until answered or taken by `defer_reply`.
+    reply_slot: Mutex<Option<ReplyRoute>>,
     /// SafeSend: threshold, durability method, the running SafeSend's tag.
     safe: SafeLocal,
 }
@@ -477,6 +479,7 @@ impl Group {
                 watches: Mutex::new(Watches::default()),
                 client_codes: Mutex::new(BTreeSet::new()),
                 clock: Arc::new(crate::watchdog::DeliveryClock::new()),
+                reply_slot: Mutex::new(None),
                 safe: SafeLocal::default(),
             }),
         })
@@ -742,6 +745,36 @@ impl Group {
     /// Cancels a watch; false if it was already cancelled.
     pub fn cancel_watch(&self, id: WatchId) -> bool {
         lock(&self.inner.watches).cancel(id)
+    }
+
+    /// Isis² `SetReplyThread`: inside a query handler, takes over the reply so another
+    /// thread can send it later ([`DeferredReply::send`]); the handler's own return value is
+    /// then not sent. Dropping the handle without sending answers with a `NullReply`, so a
+    /// forgotten reply cannot leave the caller waiting. Errors outside a query handler or when
+    /// the reply was already taken.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// let g = Group::new(&sys, "slow-answers")?;
+    /// let me = g.clone();
+    /// g.on(0, move |n: u64| {
+    ///     let reply = me.defer_reply().expect("inside a query");
+    ///     std::thread::spawn(move || reply.send(n * 2)); // the delivery thread goes on
+    /// })?;
+    /// g.join()?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
+    pub fn defer_reply(&self) -> Result<DeferredReply, VsyncError> {
+        match lock(&self.inner.reply_slot).take() {
+            Some(route) => Ok(DeferredReply {
+                sys: self.inner.system.clone(),
+                route: Some(route),
+            }),
+            None => Err(VsyncError::Config(
+                "defer_reply: only inside a query handler, and only once per query".into(),
+            )),
+        }
     }
 
     /// Isis² `AllowClientRequests(code)`: lets non-member [`Client`](crate::Client)s call the
@@ -1476,6 +1509,94 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// Where a query's reply goes: the caller, reliably or (for a query that came raw) raw.
+#[derive(Clone, Copy, Debug)]
+struct ReplyRoute {
+    gid: GroupId,
+    to: MemberId,
+    qid: u64,
+    raw: bool,
+}
+
+impl ReplyRoute {
+    fn send(self, sys: &System, reply: ReplyKind) {
+        let ReplyRoute { gid, to, qid, raw } = self;
+        let cmd = if raw {
+            Cmd::Flav(crate::system::flavours::FlavCmd::RawReply {
+                gid,
+                to,
+                qid,
+                reply,
+            })
+        } else {
+            Cmd::Reply {
+                gid,
+                to,
+                qid,
+                reply,
+            }
+        };
+        let _ = sys.submit_internal(cmd);
+    }
+}
+
+/// Runs the handlers of a message or query; a query is answered with the handlers' outcome
+/// unless a handler took the reply with [`Group::defer_reply`].
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    inner: &GroupInner,
+    sys: &System,
+    handlers: &mut Handlers,
+    sender: Address,
+    kind: MsgKind,
+    code: RequestCode,
+    args: &[u8],
+    route: Option<ReplyRoute>,
+) {
+    *lock(&inner.current) = Some((sender, kind));
+    *lock(&inner.reply_slot) = route;
+    let reply = run_handlers(handlers, code, args);
+    *lock(&inner.current) = None;
+    if let Some(route) = lock(&inner.reply_slot).take() {
+        route.send(sys, reply);
+    }
+}
+
+/// A query's reply handed to another thread (Isis² `SetReplyThread`): see
+/// [`Group::defer_reply`]. Dropping it without replying sends a `NullReply`.
+#[derive(Debug)]
+pub struct DeferredReply {
+    sys: System,
+    route: Option<ReplyRoute>,
+}
+
+impl DeferredReply {
+    /// Sends the reply: a value (`Reply::value(&v)` or any `Encode` value), `()` / `Reply::None`
+    /// for a `NullReply`, or `Reply::abort(reason)` for an `AbortReply`.
+    pub fn send(mut self, reply: impl IntoReply) {
+        if let Some(route) = self.route.take() {
+            route.send(&self.sys, reply_kind(Ok(reply.into_reply())));
+        }
+    }
+}
+
+impl Drop for DeferredReply {
+    fn drop(&mut self) {
+        if let Some(route) = self.route.take() {
+            route.send(&self.sys, ReplyKind::Null);
+        }
+    }
+}
+
+fn reply_kind(result: Result<Reply, DispatchError>) -> ReplyKind {
+    match result {
+        Ok(Reply::Value(v)) => ReplyKind::Value(v.into_bytes()),
+        Ok(Reply::None) => ReplyKind::Null,
+        Ok(Reply::Abort(s)) => ReplyKind::Abort(s),
+        Err(e) => ReplyKind::Abort(e.to_string()),
+    }
+}
+
 /// Runs the handlers of `code` on `args` and turns the outcome into a reply.
 fn run_handlers(handlers: &mut Handlers, code: RequestCode, args: &[u8]) -> ReplyKind {
     let result = match ArgsRef::parse(args) {
@@ -1483,12 +1604,7 @@ fn run_handlers(handlers: &mut Handlers, code: RequestCode, args: &[u8]) -> Repl
             .unwrap_or_else(|p| Ok(Reply::Abort(panic_text(p)))),
         Err(e) => Ok(Reply::Abort(format!("malformed arguments: {e}"))),
     };
-    match result {
-        Ok(Reply::Value(v)) => ReplyKind::Value(v.into_bytes()),
-        Ok(Reply::None) => ReplyKind::Null,
-        Ok(Reply::Abort(s)) => ReplyKind::Abort(s),
-        Err(e) => ReplyKind::Abort(e.to_string()),
-    }
+    reply_kind(result)
 }
 
 /// The delivery thread: runs upcalls in order until the group is gone.
@@ -1564,39 +1680,23 @@ fn delivery_loop(
                 args,
                 query,
             } => {
-                *lock(&inner.current) = Some((sender, kind));
-                let result = match ArgsRef::parse(&args) {
-                    Ok(a) => catch_unwind(AssertUnwindSafe(|| cb.handlers.dispatch(code, a)))
-                        .unwrap_or_else(|p| Ok(Reply::Abort(panic_text(p)))),
-                    Err(e) => Ok(Reply::Abort(format!("malformed arguments: {e}"))),
-                };
-                *lock(&inner.current) = None;
-                if let Some(qid) = query {
-                    let reply = match result {
-                        Ok(Reply::Value(v)) => ReplyKind::Value(v.into_bytes()),
-                        Ok(Reply::None) => ReplyKind::Null,
-                        Ok(Reply::Abort(s)) => ReplyKind::Abort(s),
-                        Err(e) => ReplyKind::Abort(e.to_string()),
-                    };
-                    let (gid, to) = (inner.gid, sender.member_id());
+                let route = query.map(|qid| ReplyRoute {
+                    gid: inner.gid,
+                    to: sender.member_id(),
+                    qid,
                     // A query that came raw is answered raw (Isis² RawReply).
-                    let cmd = if matches!(kind, MsgKind::Raw | MsgKind::RawP2p) {
-                        Cmd::Flav(crate::system::flavours::FlavCmd::RawReply {
-                            gid,
-                            to,
-                            qid,
-                            reply,
-                        })
-                    } else {
-                        Cmd::Reply {
-                            gid,
-                            to,
-                            qid,
-                            reply,
-                        }
-                    };
-                    let _ = sys.submit_internal(cmd);
-                }
+                    raw: matches!(kind, MsgKind::Raw | MsgKind::RawP2p),
+                });
+                serve(
+                    &inner,
+                    &sys,
+                    &mut cb.handlers,
+                    sender,
+                    kind,
+                    code,
+                    &args,
+                    route,
+                );
             }
             Upcall::MakeCheckpoint { view } => {
                 let chunks = match cb.make.as_mut() {
@@ -1632,22 +1732,32 @@ fn delivery_loop(
                 args,
                 qid,
             } => {
-                let reply = if lock(&inner.client_codes).contains(&code) {
-                    *lock(&inner.current) = Some((sender, MsgKind::P2p));
-                    let r = run_handlers(&mut cb.handlers, code, &args);
-                    *lock(&inner.current) = None;
-                    r
-                } else {
-                    ReplyKind::Abort(format!(
-                        "The group has not enabled client requests to request-code {code}"
-                    ))
-                };
-                let _ = sys.submit_internal(Cmd::Reply {
+                let route = ReplyRoute {
                     gid: inner.gid,
                     to: sender.member_id(),
                     qid,
-                    reply,
-                });
+                    raw: false,
+                };
+                if lock(&inner.client_codes).contains(&code) {
+                    let kind = MsgKind::P2p;
+                    serve(
+                        &inner,
+                        &sys,
+                        &mut cb.handlers,
+                        sender,
+                        kind,
+                        code,
+                        &args,
+                        Some(route),
+                    );
+                } else {
+                    route.send(
+                        &sys,
+                        ReplyKind::Abort(format!(
+                            "The group has not enabled client requests to request-code {code}"
+                        )),
+                    );
+                }
             }
             Upcall::Safe {
                 sender,
@@ -1657,31 +1767,27 @@ fn delivery_loop(
                 query,
             } => {
                 inner.safe.enter(tag);
-                *lock(&inner.current) = Some((sender, MsgKind::Ordered));
-                let result = match ArgsRef::parse(&args) {
-                    Ok(a) => catch_unwind(AssertUnwindSafe(|| cb.handlers.dispatch(code, a)))
-                        .unwrap_or_else(|p| Ok(Reply::Abort(panic_text(p)))),
-                    Err(e) => Ok(Reply::Abort(format!("malformed arguments: {e}"))),
-                };
-                *lock(&inner.current) = None;
+                let route = query.map(|qid| ReplyRoute {
+                    gid: inner.gid,
+                    to: sender.member_id(),
+                    qid,
+                    raw: false,
+                });
+                let kind = MsgKind::Ordered;
+                serve(
+                    &inner,
+                    &sys,
+                    &mut cb.handlers,
+                    sender,
+                    kind,
+                    code,
+                    &args,
+                    route,
+                );
                 if let Some(tag) = inner.safe.leave() {
                     let _ = sys.submit_internal(Cmd::SafeDone {
                         gid: inner.gid,
                         tag,
-                    });
-                }
-                if let Some(qid) = query {
-                    let reply = match result {
-                        Ok(Reply::Value(v)) => ReplyKind::Value(v.into_bytes()),
-                        Ok(Reply::None) => ReplyKind::Null,
-                        Ok(Reply::Abort(s)) => ReplyKind::Abort(s),
-                        Err(e) => ReplyKind::Abort(e.to_string()),
-                    };
-                    let _ = sys.submit_internal(Cmd::Reply {
-                        gid: inner.gid,
-                        to: sender.member_id(),
-                        qid,
-                        reply,
                     });
                 }
             }

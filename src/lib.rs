@@ -31,7 +31,7 @@ pub mod watchdog;
 
 pub use client::Client;
 pub use error::VsyncError;
-pub use group::{Group, IntoArgs, View};
+pub use group::{DeferredReply, Group, IntoArgs, View};
 pub use marshal::{Address, Reply};
 pub use query::{NReplies, Replies, Timeout, TimeoutAction};
 pub use system::flavours::FlavourStats;

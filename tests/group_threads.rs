@@ -143,3 +143,58 @@ fn sends_and_queries_from_handlers_do_not_deadlock() {
     sb.shutdown().unwrap();
     sa.shutdown().unwrap();
 }
+
+#[test]
+fn a_query_reply_handed_to_another_thread() {
+    use vsync::{NReplies, Reply, Timeout};
+    const DOUBLE: u32 = 3;
+    const FORGET: u32 = 4;
+    const REFUSE: u32 = 5;
+    let sys = System::builder().oracle_port(free_port()).start().unwrap();
+    let g = Group::new(&sys, "deferred").unwrap();
+    let me = g.clone();
+    g.on(DOUBLE, move |n: u64| {
+        let reply = me.defer_reply().unwrap();
+        assert!(me.defer_reply().is_err(), "only once");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            reply.send(n * 2);
+        });
+        // The handler's own return value is not sent once the reply was deferred.
+        7u64
+    })
+    .unwrap();
+    let me = g.clone();
+    g.on(FORGET, move || {
+        let reply = me.defer_reply().unwrap();
+        std::thread::spawn(move || drop(reply));
+    })
+    .unwrap();
+    let me = g.clone();
+    g.on(REFUSE, move || {
+        let reply = me.defer_reply().unwrap();
+        std::thread::spawn(move || reply.send(Reply::abort("no")));
+    })
+    .unwrap();
+    g.join().unwrap();
+    assert!(g.defer_reply().is_err(), "outside a handler");
+    let r: Vec<u64> = g
+        .query(NReplies::All, Timeout::default(), DOUBLE, (21u64,))
+        .unwrap()
+        .decode()
+        .unwrap();
+    assert_eq!(r, vec![42]);
+    let r = g
+        .query(NReplies::All, Timeout::default(), FORGET, ())
+        .unwrap();
+    assert_eq!(
+        (r.len(), r.nulls()),
+        (0, 1),
+        "a dropped handle is a NullReply"
+    );
+    assert!(matches!(
+        g.query(NReplies::All, Timeout::default(), REFUSE, ()),
+        Err(VsyncError::Query(_))
+    ));
+    sys.shutdown().unwrap();
+}
