@@ -38,3 +38,4 @@ pub use system::flavours::FlavourStats;
 pub use system::{System, SystemBuilder, DEFAULT_ORACLE_PORT};
 pub use vsync_control::agent::MsgKind;
 pub use watch::{WatchEvent, WatchId};
+pub use watchdog::ReportSink;

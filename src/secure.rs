@@ -57,6 +57,20 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     File::open("/dev/urandom")?.read_exact(buf)
 }
 
+/// Parses 64 hexadecimal digits into a key (`VSYNC_AESKEY`); `None` if malformed.
+pub(crate) fn parse_hex_key(s: &str) -> Option<GroupKey> {
+    let b = s.as_bytes();
+    if b.len() != 64 || !b.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut k = [0u8; 32];
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        let hex = std::str::from_utf8(pair).ok()?;
+        k[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(k)
+}
+
 /// A fresh random group key.
 pub(crate) fn random_key() -> io::Result<GroupKey> {
     let mut k = [0u8; 32];
@@ -172,6 +186,15 @@ mod tests {
             seal(&k, b"hdr", b"x").unwrap(),
             seal(&k, b"hdr", b"x").unwrap()
         );
+    }
+
+    #[test]
+    fn hex_keys() {
+        let k = parse_hex_key(&"0a".repeat(32)).unwrap();
+        assert_eq!(k, [10u8; 32]);
+        assert!(parse_hex_key("0a").is_none());
+        assert!(parse_hex_key(&"zz".repeat(32)).is_none());
+        assert!(parse_hex_key(&"+1".repeat(32)).is_none());
     }
 
     #[test]

@@ -228,6 +228,9 @@ pub struct SystemBuilder {
     shutdown_timeout: Duration,
     handler_warn: Duration,
     stall_limit: Option<Duration>,
+    system_key: Option<[u8; 32]>,
+    reports: crate::watchdog::ReportSink,
+    bind_ip: Ipv4Addr,
 }
 
 impl Default for SystemBuilder {
@@ -256,6 +259,9 @@ impl Default for SystemBuilder {
             shutdown_timeout: Duration::from_secs(5),
             handler_warn: Duration::from_millis(1000),
             stall_limit: Some(Duration::from_millis(60_000)),
+            system_key: None,
+            reports: crate::watchdog::ReportSink::Stderr,
+            bind_ip: Ipv4Addr::LOCALHOST,
         }
     }
 }
@@ -286,8 +292,16 @@ impl SystemBuilder {
         self
     }
 
-    /// Engine parameters (backend, socket buffers). The bind address is always 127.0.0.1
-    /// with an ephemeral port.
+    /// The IPv4 address this member's data and control sockets bind (ephemeral ports) and
+    /// its multicast interface (Isis² `ISIS_NETWORK_INTERFACES`; env `VSYNC_BIND_IP`):
+    /// 127.0.0.1 by default; a host's own address for members on several hosts.
+    pub fn bind_ip(mut self, ip: Ipv4Addr) -> Self {
+        self.bind_ip = ip;
+        self
+    }
+
+    /// Engine parameters (backend, socket buffers). The bind address comes from
+    /// [`SystemBuilder::bind_ip`], with an ephemeral port.
     pub fn engine(mut self, engine: EngineConfig) -> Self {
         self.engine = engine;
         self
@@ -320,13 +334,29 @@ impl SystemBuilder {
         self
     }
 
+    /// The system key (Isis² `ISIS_AESKEY`; env `VSYNC_AESKEY`, 64 hex digits): every
+    /// datagram is authenticated with AES-256-GCM and forged or unkeyed ones are dropped.
+    /// Every process of the system must use the same key.
+    pub fn system_key(mut self, key: Option<[u8; 32]>) -> Self {
+        self.system_key = key;
+        self
+    }
+
+    /// Where the library's own reports (blocked handlers, poison pills) go (Isis²
+    /// `ISIS_LOGDIR` / `ISIS_MUTE`; env `VSYNC_LOGDIR`, `VSYNC_MUTE`): stderr by default,
+    /// `vsync-<pid>.log` in a directory, or nowhere.
+    pub fn reports(mut self, sink: crate::watchdog::ReportSink) -> Self {
+        self.reports = sink;
+        self
+    }
+
     /// How long [`System::shutdown`] waits for the groups to be left (default 5 s).
     pub fn shutdown_timeout(mut self, t: Duration) -> Self {
         self.shutdown_timeout = t;
         self
     }
 
-    /// Starts the system: finds or starts the oracle, opens the data plane on 127.0.0.1
+    /// Starts the system: finds or starts the oracle, opens the data plane on the bind address
     /// (ephemeral port), starts the driver thread and waits until the oracle knows this
     /// process.
     pub fn start(self) -> Result<System, VsyncError> {
@@ -351,6 +381,7 @@ pub(crate) struct SysInner {
     pub(crate) max_raw: usize,
     handler_warn: Duration,
     stall_limit: Option<Duration>,
+    reports: crate::watchdog::ReportSink,
     blocked_reports: AtomicU64,
     finished: Mutex<bool>,
     finished_cv: Condvar,
@@ -426,11 +457,72 @@ impl System {
         if let Some(v) = ms("VSYNC_STALL_LIMIT_MS")? {
             b.stall_limit = (v > 0).then(|| Duration::from_millis(v));
         }
-        if std::env::var("VSYNC_ENGINE").is_ok() {
-            let mut e = EngineConfig::from_env().map_err(|e| VsyncError::Config(e.to_string()))?;
-            e.socket_buffer_bytes = b.engine.socket_buffer_bytes;
-            b.engine = e;
+        // The data plane's VSYNC_* variables, over this builder's defaults (which differ
+        // from the data plane's for buffers and the engine).
+        let d = SystemBuilder::default();
+        let overlay = |k: &str| -> Option<String> {
+            std::env::var(k).ok().or_else(|| match k {
+                "VSYNC_MAXMSGLEN" => Some(d.protocol.max_message_bytes.to_string()),
+                "VSYNC_SEND_BUFFER_BYTES" => Some(d.protocol.send_buffer_bytes.to_string()),
+                "VSYNC_WINDOW_BYTES" => Some(d.protocol.window_bytes.to_string()),
+                "VSYNC_WINDOW_FRAMES" => Some(d.protocol.window_frames.to_string()),
+                "VSYNC_ENGINE" => Some("portable".into()),
+                _ => None,
+            })
+        };
+        b.protocol =
+            ProtocolConfig::from_lookup(&overlay).map_err(|e| VsyncError::Config(e.to_string()))?;
+        let mut e =
+            EngineConfig::from_lookup(overlay).map_err(|e| VsyncError::Config(e.to_string()))?;
+        e.socket_buffer_bytes = d.engine.socket_buffer_bytes;
+        e.mtu = b.protocol.mtu;
+        b.engine = e;
+        if let Ok(v) = std::env::var("VSYNC_BIND_IP") {
+            b.bind_ip = v
+                .trim()
+                .parse::<Ipv4Addr>()
+                .ok()
+                .filter(|ip| !ip.is_unspecified() && !ip.is_multicast() && !ip.is_broadcast())
+                .ok_or_else(|| {
+                    VsyncError::Config(format!(
+                        "VSYNC_BIND_IP={v}: expected this host's unicast IPv4 address"
+                    ))
+                })?;
         }
+        if let Ok(v) = std::env::var("VSYNC_AESKEY") {
+            if !v.trim().is_empty() {
+                b.system_key = Some(crate::secure::parse_hex_key(v.trim()).ok_or_else(|| {
+                    VsyncError::Config(format!(
+                        "VSYNC_AESKEY=<{} characters, not shown>: expected 64 hexadecimal digits \
+                         (a 256-bit key)",
+                        v.trim().len()
+                    ))
+                })?);
+            }
+        }
+        let mute = match std::env::var("VSYNC_MUTE").as_deref().map(str::trim) {
+            Err(_) | Ok("") | Ok("0") | Ok("false") => false,
+            Ok("1") | Ok("true") => true,
+            Ok(v) => {
+                return Err(VsyncError::Config(format!(
+                    "VSYNC_MUTE={v}: expected true, false, 1 or 0"
+                )))
+            }
+        };
+        b.reports = match (mute, std::env::var("VSYNC_LOGDIR")) {
+            (true, _) => crate::watchdog::ReportSink::Mute,
+            (false, Ok(dir)) if !dir.trim().is_empty() => {
+                let dir = std::path::PathBuf::from(dir.trim());
+                if !dir.is_dir() {
+                    return Err(VsyncError::Config(format!(
+                        "VSYNC_LOGDIR={}: not a directory",
+                        dir.display()
+                    )));
+                }
+                crate::watchdog::ReportSink::Dir(dir)
+            }
+            _ => crate::watchdog::ReportSink::Stderr,
+        };
         Ok(b)
     }
 
@@ -444,7 +536,7 @@ impl System {
         let me = fresh_member_id();
         let mut cfg = RuntimeConfig::new(
             me,
-            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            SocketAddrV4::new(b.bind_ip, 0),
             replicas
                 .iter()
                 .enumerate()
@@ -455,19 +547,21 @@ impl System {
         cfg.protocol = b.protocol.clone();
         cfg.engine = b.engine.clone();
         cfg.oracle_poll = Duration::from_millis(2);
+        let system_key = b.system_key;
         let (tx, rx) = mpsc::channel::<Cmd>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(Waker, SocketAddrV4), VsyncError>>();
         let (inner_tx, inner_rx) = mpsc::channel::<Arc<SysInner>>();
         let handle = std::thread::Builder::new()
             .name(format!("vsync-driver-{}", me.process()))
             .spawn(move || {
-                let rt = match MemberRuntime::new(cfg) {
+                let mut rt = match MemberRuntime::new(cfg) {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = ready_tx.send(Err(VsyncError::Start(e.to_string())));
                         return;
                     }
                 };
+                rt.agent_mut().set_system_key(system_key.as_ref());
                 let _ = ready_tx.send(Ok((rt.engine().waker(), rt.data_addr())));
                 let Ok(inner) = inner_rx.recv() else { return };
                 Driver::new(rt, rx, inner).run();
@@ -493,6 +587,7 @@ impl System {
             max_raw: vsync_control::agent::MemberAgent::max_raw_payload_for(&b.protocol),
             handler_warn: b.handler_warn,
             stall_limit: b.stall_limit,
+            reports: b.reports.clone(),
             blocked_reports: AtomicU64::new(0),
             finished: Mutex::new(false),
             finished_cv: Condvar::new(),
@@ -509,7 +604,7 @@ impl System {
         Address::from(self.inner.me)
     }
 
-    /// The data plane's bound address (127.0.0.1, ephemeral port).
+    /// The data plane's bound address (the bind address, ephemeral port).
     pub fn data_addr(&self) -> SocketAddrV4 {
         self.inner.data_addr
     }
@@ -819,7 +914,7 @@ struct Driver {
 impl Driver {
     fn new(rt: MemberRuntime, rx: Receiver<Cmd>, inner: Arc<SysInner>) -> Self {
         let me = rt.agent().me();
-        let watchdog = Watchdog::new(inner.handler_warn, inner.stall_limit);
+        let watchdog = Watchdog::new(inner.handler_warn, inner.stall_limit, inner.reports.clone());
         Driver {
             rt,
             rx,

@@ -16,6 +16,8 @@
 //!   itself rather than after its messages pile up in every sender.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -70,18 +72,53 @@ impl DeliveryClock {
     }
 }
 
+/// Where the library's own reports go (Isis² `ISIS_LOGDIR` / `ISIS_MUTE`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ReportSink {
+    /// Standard error (the default).
+    #[default]
+    Stderr,
+    /// Appended to `vsync-<pid>.log` in this directory (`VSYNC_LOGDIR`).
+    Dir(PathBuf),
+    /// Nowhere (`VSYNC_MUTE=true`); the counters still count.
+    Mute,
+}
+
+impl ReportSink {
+    /// Writes one report line; a failing log file falls back to stderr.
+    pub(crate) fn report(&self, line: &str) {
+        match self {
+            ReportSink::Mute => {}
+            ReportSink::Stderr => eprintln!("vsync: {line}"),
+            ReportSink::Dir(dir) => {
+                let path = dir.join(format!("vsync-{}.log", std::process::id()));
+                let written = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .and_then(|mut f| writeln!(f, "vsync: {line}"));
+                if written.is_err() {
+                    eprintln!("vsync: {line} (could not write {})", path.display());
+                }
+            }
+        }
+    }
+}
+
 /// The driver's side: thresholds and what was already reported.
 pub(crate) struct Watchdog {
     warn: Duration,
     limit: Option<Duration>,
+    sink: ReportSink,
     reported: BTreeMap<GroupId, u64>,
 }
 
 impl Watchdog {
-    pub(crate) fn new(warn: Duration, limit: Option<Duration>) -> Self {
+    pub(crate) fn new(warn: Duration, limit: Option<Duration>, sink: ReportSink) -> Self {
         Watchdog {
             warn,
             limit,
+            sink,
             reported: BTreeMap::new(),
         }
     }
@@ -103,19 +140,21 @@ impl Watchdog {
             format!("the handler of request code {code}")
         };
         if self.limit.is_some_and(|l| ran >= l) {
-            return Err(format!(
+            let why = format!(
                 "group {name:?}: {what} has blocked its delivery thread for {:.1} s \
                  (VSYNC_STALL_LIMIT_MS): poison pill",
                 ran.as_secs_f64()
-            ));
+            );
+            self.sink.report(&why);
+            return Err(why);
         }
         if ran >= self.warn && self.reported.get(&group) != Some(&since) {
             self.reported.insert(group, since);
-            eprintln!(
-                "vsync: group {name:?}: {what} has been running for {:.1} s; deliveries to this \
-                 member are held behind it",
+            self.sink.report(&format!(
+                "group {name:?}: {what} has been running for {:.1} s; deliveries to this member \
+                 are held behind it",
                 ran.as_secs_f64()
-            );
+            ));
             return Ok(true);
         }
         Ok(false)
@@ -134,7 +173,10 @@ mod tests {
     #[test]
     fn warns_once_per_upcall_then_poisons() {
         let c = DeliveryClock::new();
-        let mut w = Watchdog::new(Duration::ZERO, Some(Duration::from_millis(50)));
+        let dir = std::env::temp_dir().join(format!("vsync-watchdog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sink = ReportSink::Dir(dir.clone());
+        let mut w = Watchdog::new(Duration::ZERO, Some(Duration::from_millis(50)), sink);
         assert_eq!(w.check(GroupId(1), "g", &c), Ok(false), "idle");
         c.begin(7);
         std::thread::sleep(Duration::from_millis(2));
@@ -145,7 +187,15 @@ mod tests {
         assert!(e.contains("request code 7"), "{e}");
         c.end();
         assert_eq!(w.check(GroupId(1), "g", &c), Ok(false));
-        let mut never = Watchdog::new(Duration::from_secs(9), None);
+        let log =
+            std::fs::read_to_string(dir.join(format!("vsync-{}.log", std::process::id()))).unwrap();
+        assert_eq!(
+            log.lines().count(),
+            2,
+            "the warning and the poison pill: {log}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut never = Watchdog::new(Duration::from_secs(9), None, ReportSink::Mute);
         c.begin(NOT_A_MESSAGE);
         assert_eq!(never.check(GroupId(1), "g", &c), Ok(false));
     }

@@ -161,3 +161,30 @@ fn supplied_key_encrypts_the_checkpoint_and_random_key_is_shared_by_file() {
     sc.shutdown().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_system_key_authenticates_every_datagram() {
+    let port = free_port();
+    let key = [0x77u8; 32];
+    let start = || {
+        System::builder()
+            .oracle_port(port)
+            .system_key(Some(key))
+            .join_timeout(Duration::from_secs(30))
+            .start()
+            .unwrap()
+    };
+    let (sa, sb) = (start(), start());
+    let (ga, na) = member(&sa, "signed", None);
+    ga.join().unwrap();
+    let (gb, nb) = member(&sb, "signed", None);
+    gb.join().unwrap();
+    for i in 0..20 {
+        gb.ordered_send(NOTE, (format!("n{i}"),)).unwrap();
+    }
+    wait_until("delivery at both", || {
+        na.lock().unwrap().len() == 20 && nb.lock().unwrap().len() == 20
+    });
+    sb.shutdown().unwrap();
+    sa.shutdown().unwrap();
+}

@@ -444,6 +444,13 @@ impl MemberAgent {
         })
     }
 
+    /// Sets (or with `None` clears) the system key (`VSYNC_AESKEY`): every datagram of this
+    /// member is then authenticated (AES-256-GCM GMAC) and unauthenticated ones are dropped.
+    /// Every process of the system must hold the same key.
+    pub fn set_system_key(&mut self, key: Option<&[u8; 32]>) {
+        self.endpoint.set_system_key(key);
+    }
+
     /// Sets (or with `None` clears) a secure group's AES-256-GCM key: the data plane seals
     /// and opens every datagram of `group` with it from the next view installed here (set
     /// it before joining). Every member must hold the same key.
