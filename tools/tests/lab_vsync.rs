@@ -28,6 +28,7 @@ use vsync_tools::vsync_lab::{last_oracle_status, read_member_log, ParsedLog};
 
 const ORACLE: &str = env!("CARGO_BIN_EXE_vsync-oracle");
 const MEMBER: &str = env!("CARGO_BIN_EXE_vsync-member");
+const SLIDES: &str = env!("CARGO_BIN_EXE_vsync-slides");
 
 const HOSTS: usize = 5;
 const ORACLE_PORT: u16 = 7100;
@@ -667,4 +668,97 @@ fn virtual_synchrony_over_ip_multicast() {
         out.delivered,
         out.views_installed
     );
+}
+
+/// The public `vsync` library across real hosts: the slides' program (`vsync-slides`, i.e.
+/// `examples/slides.rs` on `System` / `Group`) as three processes on three namespace hosts,
+/// each binding its own address (`VSYNC_BIND_IP`) and finding the three `vsync-oracle`
+/// replicas through `VSYNC_HOSTS`, with 5 % loss towards every host. Every member must print
+/// the same 15-tuple database in the same order, and the rank-1 member answers 0..4 for each
+/// of its three queries.
+#[test]
+fn slides_program_across_hosts() {
+    if !can_run() {
+        println!("slides program across hosts: skipped: needs root and iproute2");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let prefix = format!("lsl{}", std::process::id() % 10_000);
+    let dir = std::env::temp_dir().join(format!("vsync-lab-{prefix}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("log dir");
+    let mut lab = Lab::create(LabConfig::new(prefix.clone(), 3)).expect("create lab");
+    let mut procs = Procs::default();
+    spawn_oracles(&lab, &dir, &mut procs, &[]);
+    for i in 0..3 {
+        lab.set_impairment(
+            i,
+            Direction::ToHost,
+            Impairment {
+                loss_pct: 5.0,
+                delay_ms: 0.0,
+            },
+        )
+        .expect("5 % loss");
+    }
+    let hosts = (0..3)
+        .map(|i| lab.host_addr(i).to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out_path = |i: usize| dir.join(format!("slides-{i}.out"));
+    for i in 0..3usize {
+        let out = File::create(out_path(i)).expect("slides stdout");
+        let err = File::create(dir.join(format!("slides-{i}.err"))).expect("slides stderr");
+        let child = lab
+            .command(i, SLIDES)
+            .arg(i.to_string())
+            .env("VSYNC_HOSTS", &hosts)
+            .env("VSYNC_ORACLE_PORT", ORACLE_PORT.to_string())
+            .env("VSYNC_BIND_IP", lab.host_addr(i).to_string())
+            .env("VSYNC_FD_INTERVAL_MS", "50")
+            .env("VSYNC_FD_TIMEOUT_MS", "500")
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn vsync-slides");
+        procs.add(&format!("slides{i}"), child);
+    }
+    wait_until(
+        "the three members to finish",
+        Duration::from_secs(90),
+        || (0..3).all(|i| !procs.running(&format!("slides{i}"))),
+    );
+    let outs: Vec<String> = (0..3)
+        .map(|i| std::fs::read_to_string(out_path(i)).unwrap_or_default())
+        .collect();
+    let dbs: Vec<&str> = outs
+        .iter()
+        .map(|o| {
+            o.lines()
+                .find(|l| l.starts_with("Database: "))
+                .unwrap_or_else(|| panic!("a member printed no database:\n{o}"))
+        })
+        .collect();
+    assert!(
+        dbs.iter().all(|d| *d == dbs[0]),
+        "databases differ: {dbs:#?}"
+    );
+    assert_eq!(dbs[0].matches('(').count(), 15, "{}", dbs[0]);
+    let answers: Vec<&str> = outs
+        .iter()
+        .flat_map(|o| {
+            o.lines()
+                .skip_while(|l| !l.starts_with("Answers for Query"))
+                .filter(|l| l.starts_with(char::is_numeric))
+        })
+        .collect();
+    assert_eq!(answers.len(), 3, "three queries answered: {outs:#?}");
+    for a in answers {
+        let mut v: Vec<i32> = a.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        v.sort_unstable();
+        assert_eq!(v, vec![0, 1, 2, 3, 4]);
+    }
+    drop(procs);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
 }
