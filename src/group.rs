@@ -3,9 +3,12 @@
 //!
 //! # Threads and order
 //!
-//! Every group has one delivery thread. It runs, in delivery order, the view callbacks
-//! ([`Group::on_view`]), the request handlers ([`Group::on`]) of every message and query, and
-//! the checkpoint callbacks. Handlers of one group are therefore serialized. Sends from inside
+//! Every group has two delivery threads, as in Isis²: one runs, in delivery order, the view
+//! callbacks ([`Group::on_view`]), the request handlers ([`Group::on`]) of every multicast
+//! and multicast query, and the checkpoint callbacks; the other runs the handlers of
+//! point-to-point messages and queries and of client requests, in their senders' order, so
+//! they do not wait behind queued multicasts. Every upcall holds the group's lock, so
+//! handlers of one group never run concurrently. Sends from inside
 //! a handler never block on the delivery thread (they go through a channel to the system's
 //! driver thread), so they cannot deadlock; a *query* from inside a handler can, if the
 //! members it waits for are themselves blocked in handlers of the same group (as in Isis²).
@@ -402,8 +405,8 @@ struct GroupInner {
     current: Mutex<Option<(Address, MsgKind)>>,
     /// The delivery thread's queue (for checkpoint requests), while joined.
     upcalls: Mutex<Option<Sender<Upcall>>>,
-    /// The delivery thread, while it runs (calls from a handler must not wait for it).
-    delivery_thread: Mutex<Option<ThreadId>>,
+    /// The delivery threads, while they run (calls from a handler must not wait for them).
+    delivery_thread: Mutex<Vec<ThreadId>>,
     /// `SetCheckpointInterval`, in milliseconds; 0 = manual checkpoints only.
     checkpoint_interval_ms: AtomicU64,
     /// Watches on members.
@@ -474,7 +477,7 @@ impl Group {
                 view: Mutex::new(None),
                 current: Mutex::new(None),
                 upcalls: Mutex::new(None),
-                delivery_thread: Mutex::new(None),
+                delivery_thread: Mutex::new(Vec::new()),
                 checkpoint_interval_ms: AtomicU64::new(0),
                 watches: Mutex::new(Watches::default()),
                 client_codes: Mutex::new(BTreeSet::new()),
@@ -676,7 +679,7 @@ impl Group {
             });
         };
         let on_delivery_thread =
-            *lock(&self.inner.delivery_thread) == Some(std::thread::current().id());
+            lock(&self.inner.delivery_thread).contains(&std::thread::current().id());
         if on_delivery_thread {
             let rank0 = self.my_rank() == Some(0);
             let _ = tx.send(Upcall::Persist { done: None });
@@ -988,15 +991,31 @@ impl Group {
                 group: self.inner.name.clone(),
             });
         };
-        let (up_tx, up_rx) = mpsc::channel::<Upcall>();
-        *lock(&self.inner.upcalls) = Some(up_tx.clone());
+        let mut callbacks = callbacks;
+        let handlers = Arc::new(Mutex::new(std::mem::replace(
+            &mut callbacks.handlers,
+            Handlers::new(),
+        )));
+        let (main_tx, main_rx) = mpsc::channel::<Upcall>();
+        let (p2p_tx, p2p_rx) = mpsc::channel::<Upcall>();
+        let up_tx = UpcallTx {
+            main: main_tx.clone(),
+            p2p: p2p_tx,
+        };
+        *lock(&self.inner.upcalls) = Some(main_tx);
         let inner = self.inner.clone();
         let persistence = Persistence::new(persistent);
+        let h = handlers.clone();
         let thread = std::thread::Builder::new()
             .name(format!("vsync-deliver-{}", self.inner.name))
-            .spawn(move || delivery_loop(inner, up_rx, callbacks, persistence))
+            .spawn(move || delivery_loop(inner, main_rx, callbacks, h, persistence))
             .map_err(|e| VsyncError::Start(format!("delivery thread: {e}")))?;
-        *lock(&self.inner.delivery_thread) = Some(thread.thread().id());
+        let inner = self.inner.clone();
+        let p2p_thread = std::thread::Builder::new()
+            .name(format!("vsync-p2p-{}", self.inner.name))
+            .spawn(move || p2p_loop(inner, p2p_rx, handlers))
+            .map_err(|e| VsyncError::Start(format!("P2P delivery thread: {e}")))?;
+        *lock(&self.inner.delivery_thread) = vec![thread.thread().id(), p2p_thread.thread().id()];
         let (done, rx) = mpsc::channel();
         let r = sys
             .submit(Cmd::SafeConfig {
@@ -1607,17 +1626,142 @@ fn run_handlers(handlers: &mut Handlers, code: RequestCode, args: &[u8]) -> Repl
     reply_kind(result)
 }
 
+/// One upcall in progress: holds the group lock (the handlers; Isis² takes the group's lock
+/// for every upcall, so handlers of a group never run concurrently) and stamps the
+/// watchdog's clock while held.
+struct Running<'a> {
+    clock: &'a crate::watchdog::DeliveryClock,
+    handlers: MutexGuard<'a, Handlers>,
+}
+
+impl<'a> Running<'a> {
+    fn enter(inner: &'a GroupInner, handlers: &'a Mutex<Handlers>, up: Option<&Upcall>) -> Self {
+        let handlers = lock(handlers);
+        inner.clock.begin(match up {
+            Some(
+                Upcall::Message { code, .. }
+                | Upcall::ClientRequest { code, .. }
+                | Upcall::Safe { code, .. },
+            ) => *code,
+            _ => crate::watchdog::NOT_A_MESSAGE,
+        });
+        Running {
+            clock: &inner.clock,
+            handlers,
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        // Before the lock is released (fields drop after this): the other thread's stamp is
+        // never cleared by this one.
+        self.clock.end();
+    }
+}
+
+/// A message, query or client request: runs its handlers and answers a query.
+fn serve_upcall(inner: &GroupInner, sys: &System, handlers: &mut Handlers, up: Upcall) {
+    match up {
+        Upcall::Message {
+            sender,
+            kind,
+            code,
+            args,
+            query,
+        } => {
+            let route = query.map(|qid| ReplyRoute {
+                gid: inner.gid,
+                to: sender.member_id(),
+                qid,
+                // A query that came raw is answered raw (Isis² RawReply).
+                raw: matches!(kind, MsgKind::Raw | MsgKind::RawP2p),
+            });
+            serve(inner, sys, handlers, sender, kind, code, &args, route);
+        }
+        Upcall::ClientRequest {
+            sender,
+            code,
+            args,
+            qid,
+        } => {
+            let route = ReplyRoute {
+                gid: inner.gid,
+                to: sender.member_id(),
+                qid,
+                raw: false,
+            };
+            if lock(&inner.client_codes).contains(&code) {
+                let kind = MsgKind::P2p;
+                serve(inner, sys, handlers, sender, kind, code, &args, Some(route));
+            } else {
+                route.send(
+                    sys,
+                    ReplyKind::Abort(format!(
+                        "The group has not enabled client requests to request-code {code}"
+                    )),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The two delivery queues of a group (the manual's "Threads"): multicasts, views and
+/// checkpoints in delivery order on one thread; point-to-point messages and client requests,
+/// in their senders' order, on the other.
+#[derive(Clone, Debug)]
+pub(crate) struct UpcallTx {
+    main: Sender<Upcall>,
+    p2p: Sender<Upcall>,
+}
+
+/// The delivery threads are gone (the group was left).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DeliveryClosed;
+
+impl UpcallTx {
+    /// Queues an upcall on the thread that runs its kind.
+    pub(crate) fn send(&self, up: Upcall) -> Result<(), DeliveryClosed> {
+        let sent = match &up {
+            Upcall::Message {
+                kind: MsgKind::P2p | MsgKind::RawP2p,
+                ..
+            }
+            | Upcall::ClientRequest { .. } => self.p2p.send(up),
+            Upcall::Gone => {
+                let _ = self.p2p.send(Upcall::Gone);
+                self.main.send(up)
+            }
+            _ => self.main.send(up),
+        };
+        sent.map_err(|_| DeliveryClosed)
+    }
+}
+
+/// The P2P delivery thread: point-to-point messages, queries and client requests, under the
+/// same group lock as the main delivery thread.
+fn p2p_loop(inner: Arc<GroupInner>, rx: mpsc::Receiver<Upcall>, handlers: Arc<Mutex<Handlers>>) {
+    let sys = inner.system.clone();
+    for up in rx {
+        if matches!(up, Upcall::Gone) {
+            break;
+        }
+        let mut running = Running::enter(&inner, &handlers, Some(&up));
+        serve_upcall(&inner, &sys, &mut running.handlers, up);
+    }
+}
+
 /// The delivery thread: runs upcalls in order until the group is gone.
 fn delivery_loop(
     inner: Arc<GroupInner>,
     rx: mpsc::Receiver<Upcall>,
     mut cb: Callbacks,
+    handlers: Arc<Mutex<Handlers>>,
     mut persistence: Persistence,
 ) {
     let sys = inner.system.clone();
     loop {
-        // Idle while waiting for the next upcall (the watchdog's view).
-        inner.clock.end();
         let interval = match inner.checkpoint_interval_ms.load(Ordering::Relaxed) {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
@@ -1630,6 +1774,7 @@ fn delivery_loop(
             Some(budget) => match rx.recv_timeout(budget) {
                 Ok(up) => up,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _running = Running::enter(&inner, &handlers, None);
                     if persistence.take_due(interval, Instant::now())
                         && lock(&inner.view).as_ref().and_then(|v| v.my_rank()) == Some(0)
                     {
@@ -1640,10 +1785,8 @@ fn delivery_loop(
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             },
         };
-        inner.clock.begin(match &up {
-            Upcall::Message { code, .. } | Upcall::ClientRequest { code, .. } => *code,
-            _ => crate::watchdog::NOT_A_MESSAGE,
-        });
+        // The group lock for the whole upcall (shared with the P2P delivery thread).
+        let mut running = Running::enter(&inner, &handlers, Some(&up));
         match up {
             Upcall::View { view, join_done } => {
                 if let Some(d) = join_done.as_ref() {
@@ -1673,30 +1816,8 @@ fn delivery_loop(
                     let _ = d.send(Ok(()));
                 }
             }
-            Upcall::Message {
-                sender,
-                kind,
-                code,
-                args,
-                query,
-            } => {
-                let route = query.map(|qid| ReplyRoute {
-                    gid: inner.gid,
-                    to: sender.member_id(),
-                    qid,
-                    // A query that came raw is answered raw (Isis² RawReply).
-                    raw: matches!(kind, MsgKind::Raw | MsgKind::RawP2p),
-                });
-                serve(
-                    &inner,
-                    &sys,
-                    &mut cb.handlers,
-                    sender,
-                    kind,
-                    code,
-                    &args,
-                    route,
-                );
+            up @ (Upcall::Message { .. } | Upcall::ClientRequest { .. }) => {
+                serve_upcall(&inner, &sys, &mut running.handlers, up);
             }
             Upcall::MakeCheckpoint { view } => {
                 let chunks = match cb.make.as_mut() {
@@ -1726,39 +1847,6 @@ fn delivery_loop(
                 }
             }
             Upcall::Wake => {}
-            Upcall::ClientRequest {
-                sender,
-                code,
-                args,
-                qid,
-            } => {
-                let route = ReplyRoute {
-                    gid: inner.gid,
-                    to: sender.member_id(),
-                    qid,
-                    raw: false,
-                };
-                if lock(&inner.client_codes).contains(&code) {
-                    let kind = MsgKind::P2p;
-                    serve(
-                        &inner,
-                        &sys,
-                        &mut cb.handlers,
-                        sender,
-                        kind,
-                        code,
-                        &args,
-                        Some(route),
-                    );
-                } else {
-                    route.send(
-                        &sys,
-                        ReplyKind::Abort(format!(
-                            "The group has not enabled client requests to request-code {code}"
-                        )),
-                    );
-                }
-            }
             Upcall::Safe {
                 sender,
                 tag,
@@ -1777,7 +1865,7 @@ fn delivery_loop(
                 serve(
                     &inner,
                     &sys,
-                    &mut cb.handlers,
+                    &mut running.handlers,
                     sender,
                     kind,
                     code,
@@ -1794,10 +1882,9 @@ fn delivery_loop(
             Upcall::Gone => break,
         }
     }
-    inner.clock.end();
     *lock(&inner.view) = None;
     *lock(&inner.upcalls) = None;
-    *lock(&inner.delivery_thread) = None;
+    lock(&inner.delivery_thread).clear();
     let mut l = lock(&inner.local);
     if l.phase == Phase::Joined {
         l.phase = Phase::Left;

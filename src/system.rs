@@ -6,8 +6,9 @@
 //! * **Driver** (one per `System`): owns the [`MemberRuntime`] (data-plane engine, member
 //!   agent, oracle socket) and runs its loop. Application calls reach it through a channel
 //!   plus the engine's [`Waker`]; it never blocks on the application.
-//! * **Delivery** (one per joined [`Group`](crate::Group)): runs the group's handlers, view
-//!   callbacks and checkpoint callbacks in delivery order (see [`crate::group`]).
+//! * **Delivery** (two per joined [`Group`](crate::Group)): the group's handlers, view
+//!   callbacks and checkpoint callbacks in delivery order, and its P2P / client handlers,
+//!   serialized by the group's lock (see [`crate::group`]).
 //! * **Embedded oracle** (at most one per process, in the process that started first): a
 //!   single-replica [`OracleNode`]. It lives as long as the process: like an Isis² ORACLE
 //!   member, the process that hosts it should outlive the others.
@@ -85,7 +86,7 @@ pub(crate) enum Cmd {
         name: String,
         signature: OracleSignature,
         mode: JoinMode,
-        upcalls: Sender<Upcall>,
+        upcalls: group::UpcallTx,
         /// A secure group's key.
         key: Option<[u8; 32]>,
         /// The delivery thread's clock (for the watchdog).
@@ -880,7 +881,7 @@ struct GState {
     mode: JoinMode,
     attempts: u32,
     phase: Phase,
-    upcalls: Sender<Upcall>,
+    upcalls: group::UpcallTx,
     clock: Arc<DeliveryClock>,
     join_done: Option<Done<()>>,
     leave_done: Vec<Done<()>>,

@@ -198,3 +198,69 @@ fn a_query_reply_handed_to_another_thread() {
     ));
     sys.shutdown().unwrap();
 }
+
+#[test]
+fn p2p_has_its_own_delivery_thread_and_handlers_never_overlap() {
+    use std::sync::atomic::AtomicI64;
+    const MC: u32 = 6;
+    const PP: u32 = 7;
+    let port = free_port();
+    let (sa, sb) = (
+        System::builder().oracle_port(port).start().unwrap(),
+        System::builder().oracle_port(port).start().unwrap(),
+    );
+    type Seen = Arc<Mutex<Vec<(u32, String)>>>;
+    // Per process: handlers running now, overlaps seen, (code, thread name) of each run.
+    let mk = |sys: &System| -> (Group, Arc<AtomicU64>, Seen) {
+        let inside = Arc::new(AtomicI64::new(0));
+        let overlaps = Arc::new(AtomicU64::new(0));
+        let threads: Seen = Arc::default();
+        let g = Group::new(sys, "two-threads").unwrap();
+        for code in [MC, PP] {
+            let (inside, overlaps, threads) = (inside.clone(), overlaps.clone(), threads.clone());
+            g.on(code, move |_i: u64| {
+                if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                    overlaps.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_micros(200));
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                threads.lock().unwrap().push((code, name));
+                inside.fetch_sub(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+        (g, overlaps, threads)
+    };
+    let (ga, overlaps, threads) = mk(&sa);
+    ga.join().unwrap();
+    let (gb, _, _) = mk(&sb);
+    gb.join().unwrap();
+    wait_until("view 2", Duration::from_secs(10), || {
+        ga.view().is_some_and(|v| v.len() == 2)
+    });
+    let a = sa.my_address();
+    // A's handlers: B multicasts (delivered at both) and P2P-sends to A.
+    let before = threads.lock().unwrap().len();
+    for i in 0..100u64 {
+        gb.send(MC, (i,)).unwrap();
+        gb.p2p_send(a, PP, (i,)).unwrap();
+    }
+    wait_until("all handlers", Duration::from_secs(30), || {
+        threads.lock().unwrap().len() >= before + 200
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let seen = threads.lock().unwrap().clone();
+    assert_eq!(
+        overlaps.load(Ordering::Relaxed),
+        0,
+        "handlers of one process ran concurrently"
+    );
+    for (code, name) in &seen {
+        match *code {
+            MC => assert!(name.starts_with("vsync-deliver-"), "{name}"),
+            _ => assert!(name.starts_with("vsync-p2p-"), "{name}"),
+        }
+    }
+    sb.shutdown().unwrap();
+    sa.shutdown().unwrap();
+}
