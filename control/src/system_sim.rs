@@ -289,6 +289,11 @@ fn protocol_config() -> ProtocolConfig {
         window_frames: 512,
         retain_bytes: 512 << 10,
         max_message_bytes: 64 << 10,
+        // Unicast groups of 4–5 members send their data down a relay tree of fanout 2 (the
+        // default threshold, 16, is above these groups), so view changes, OrderedSend and
+        // state transfer are also checked over relay trees.
+        relay_threshold: 3,
+        relay_fanout: 2,
         ..ProtocolConfig::default()
     }
 }

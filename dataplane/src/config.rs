@@ -13,6 +13,8 @@
 //! | `VSYNC_ACK_INTERVAL_US` | longest time a changed receipt report waits | 1000 | 50..=1000000 |
 //! | `VSYNC_HEARTBEAT_US` | sender heartbeat interval while it holds unstable data | 2000 | 100..=10000000 |
 //! | `VSYNC_RETAIN_BYTES` | bytes each incoming group stream keeps until all-stable (to relay them in a view-change flush) | 2 × `VSYNC_WINDOW_BYTES` | ≥ 65536 |
+//! | `VSYNC_RELAY_THRESHOLD` | a group without an IP-multicast address and with more members than this sends its data down a relay tree instead of flat unicast fan-out (0 = never) | 16 | 0..=65535 |
+//! | `VSYNC_RELAY_FANOUT` | children per node of the relay tree | 4 | 2..=64 |
 
 use std::time::Duration;
 
@@ -74,6 +76,12 @@ pub struct ProtocolConfig {
     /// flush. A frame that does not fit is treated as lost (NAKed again later). Should cover
     /// twice the window.
     pub retain_bytes: usize,
+    /// A group without an IP-multicast address whose view has more members than this sends the
+    /// first transmission of its group-stream data down a relay tree (`relay_fanout` children
+    /// per node) instead of one unicast copy per member; 0 disables the tree.
+    pub relay_threshold: usize,
+    /// Children per node of the relay tree (k of the k-ary tree).
+    pub relay_fanout: usize,
 }
 
 impl Default for ProtocolConfig {
@@ -92,6 +100,8 @@ impl Default for ProtocolConfig {
             self_delivery: true,
             max_senders: 65536,
             retain_bytes: 2 * (8 << 20),
+            relay_threshold: 16,
+            relay_fanout: 4,
         }
     }
 }
@@ -188,6 +198,16 @@ impl ProtocolConfig {
                 "at least 65536",
             ));
         }
+        if self.relay_threshold > u16::MAX as usize {
+            return Err(err(
+                "VSYNC_RELAY_THRESHOLD",
+                self.relay_threshold,
+                "0..=65535",
+            ));
+        }
+        if !(2..=64).contains(&self.relay_fanout) {
+            return Err(err("VSYNC_RELAY_FANOUT", self.relay_fanout, "2..=64"));
+        }
         if self.send_buffer_bytes < self.max_message_bytes {
             return Err(err(
                 "VSYNC_SEND_BUFFER_BYTES",
@@ -236,6 +256,18 @@ impl ProtocolConfig {
             nak_retry: us("VSYNC_NAK_RETRY_US", d.nak_retry, 100..=10_000_000)?,
             ack_interval: us("VSYNC_ACK_INTERVAL_US", d.ack_interval, 50..=1_000_000)?,
             heartbeat_interval: us("VSYNC_HEARTBEAT_US", d.heartbeat_interval, 100..=10_000_000)?,
+            relay_threshold: parse_env_u64(
+                lookup,
+                "VSYNC_RELAY_THRESHOLD",
+                d.relay_threshold as u64,
+                0..=65535,
+            )? as usize,
+            relay_fanout: parse_env_u64(
+                lookup,
+                "VSYNC_RELAY_FANOUT",
+                d.relay_fanout as u64,
+                2..=64,
+            )? as usize,
             ..d
         };
         let c = ProtocolConfig {
@@ -285,6 +317,37 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("at least VSYNC_MAXMSGLEN"));
+    }
+
+    #[test]
+    fn relay_tree_settings_parse_and_validate() {
+        let c = ProtocolConfig::from_lookup(&|k| match k {
+            "VSYNC_RELAY_THRESHOLD" => Some("32".into()),
+            "VSYNC_RELAY_FANOUT" => Some("8".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!((c.relay_threshold, c.relay_fanout), (32, 8));
+        let c =
+            ProtocolConfig::from_lookup(&|k| (k == "VSYNC_RELAY_THRESHOLD").then(|| "0".into()))
+                .unwrap();
+        assert_eq!(c.relay_threshold, 0);
+        let e = ProtocolConfig::from_lookup(&|k| (k == "VSYNC_RELAY_FANOUT").then(|| "1".into()))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "VSYNC_RELAY_FANOUT=1: expected an integer in 2..=64"
+        );
+        let bad = ProtocolConfig {
+            relay_fanout: 65,
+            ..ProtocolConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().name, "VSYNC_RELAY_FANOUT");
+        let bad = ProtocolConfig {
+            relay_threshold: 70_000,
+            ..ProtocolConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().name, "VSYNC_RELAY_THRESHOLD");
     }
 
     #[test]

@@ -46,7 +46,7 @@ fn sealed(keys: &Keys, kind: u8, frame_count: u8, body: &[u8], pn: u64) -> Vec<u
         flags: mode.flags(),
         frame_count,
         body_len: U16::new(body.len() as u16),
-        reserved: U16::new(0),
+        fanout: U16::new(0),
         view_id: U32::new(1),
         group_id: U64::new(GROUP.0),
         sender: U64::new(MemberId::new(2, 1).0),

@@ -14,14 +14,22 @@
 //! the survivors, new Sends flow to every survivor, and every P2P message between survivors
 //! (sent before, during and after the change) is delivered exactly once, in order.
 //!
+//! A relay-tree variant runs groups of 24–36 members without an IP-multicast address (so every
+//! sender's data goes down a k-ary relay tree) and crashes 1–3 *interior* relay nodes of the
+//! first sender's tree mid-stream: their subtrees recover by NAK from the sender, and the same
+//! checks hold for every survivor (then the new view, with its own trees, is checked too).
+//!
 //! * `VSYNC_VC_SEEDS=N` — number of seeds (default 2000).
 //! * `VSYNC_VC_SEED=S` — replay one seed (prints its parameters and outcome).
+//! * `VSYNC_VC_TREE_SEEDS=N` — seeds of the relay-tree variant (default 16);
+//!   `VSYNC_VC_TREE_SEED=S` replays one.
 
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use vsync_dataplane::config::ProtocolConfig;
+use vsync_dataplane::protocol::tree;
 use vsync_dataplane::protocol::{
     CutEntry, Delivery, DeliveryKind, DeliverySink, Destination, Endpoint, GroupSpec, Protocol,
     SendError, WedgeReport,
@@ -102,6 +110,10 @@ struct Params {
     drain: Duration,
     crash_at: Duration,
     protocol: ProtocolConfig,
+    /// Members with index below this send multicasts (the others only P2P).
+    senders: usize,
+    /// Crash interior nodes of member 0's relay tree instead of random members.
+    tree_crash: bool,
 }
 
 fn params(seed: u64) -> Params {
@@ -138,6 +150,50 @@ fn params(seed: u64) -> Params {
         drain: Duration::from_micros([50, 300, 2000][r.below(3) as usize]),
         crash_at: Duration::from_micros(r.below(12_000)),
         protocol,
+        senders: members,
+        tree_crash: false,
+    }
+}
+
+/// The relay-tree variant: a large unicast group, interior relays of member 0's tree crash.
+fn tree_params(seed: u64) -> Params {
+    let mut r = Rng::new(seed ^ 0x7ee7_c4a9);
+    let members = [24, 28, 36][r.below(3) as usize];
+    let protocol = ProtocolConfig {
+        mtu: [900, 1472][r.below(2) as usize],
+        max_message_bytes: 64 << 10,
+        window_bytes: 131072,
+        window_frames: 256,
+        send_buffer_bytes: 256 << 10,
+        nak_delay: Duration::from_micros(r.below(300)),
+        nak_retry: Duration::from_micros(500 + r.below(2000)),
+        ack_interval: Duration::from_micros(200 + r.below(1500)),
+        heartbeat_interval: Duration::from_micros(500 + r.below(2000)),
+        retain_bytes: 262144,
+        relay_threshold: 16,
+        relay_fanout: 2 + r.below(3) as usize,
+        ..ProtocolConfig::default()
+    };
+    let crashes = 1 + r.below(3) as usize;
+    Params {
+        members,
+        crashes,
+        holder_crash: r.chance(0.3),
+        msgs: 10 + r.below(20) as usize,
+        max_len: [300, 3000][r.below(2) as usize],
+        p2p: r.below(3) as usize,
+        loss: [0.0, 0.01, 0.03][r.below(3) as usize],
+        duplicate: [0.0, 0.02][r.below(2) as usize],
+        delay_min: Duration::from_micros(10 + r.below(80)),
+        delay_max: Duration::from_micros(100 + r.below(1000)),
+        multicast: false,
+        system_key: r.chance(0.2),
+        sink_capacity: [64, 100_000][r.below(2) as usize],
+        drain: Duration::from_micros([50, 300][r.below(2) as usize]),
+        crash_at: Duration::from_micros(300 + r.below(3000)),
+        protocol,
+        senders: 1 + r.below(3) as usize,
+        tree_crash: true,
     }
 }
 
@@ -185,8 +241,7 @@ fn fail<T>(seed: u64, msg: String) -> Result<T, String> {
 }
 
 impl World {
-    fn new(seed: u64) -> World {
-        let p = params(seed);
+    fn new(seed: u64, p: Params) -> World {
         let mut rng = Rng::new(seed);
         let members: Vec<MemberId> = (0..p.members).map(id).collect();
         let nodes = (0..p.members)
@@ -221,7 +276,9 @@ impl World {
                 } else {
                     rng.below(p.max_len as u64 + 1) as usize
                 };
-                q.push_back(Planned::Send(payload(seed, m, 0, i, len)));
+                if m < p.senders {
+                    q.push_back(Planned::Send(payload(seed, m, 0, i, len)));
+                }
                 if k < p.p2p && rng.chance(0.3) {
                     let mut to = rng.below(p.members as u64 - 1) as usize;
                     if to >= m {
@@ -530,10 +587,12 @@ struct Outcome {
     virtual_time: Duration,
     holder_crashed: bool,
     relays: u64,
+    /// Relay-tree datagrams survivors forwarded to their children.
+    tree_forwards: u64,
 }
 
-fn run(seed: u64) -> Result<Outcome, String> {
-    let mut w = World::new(seed);
+fn run(seed: u64, p: Params) -> Result<Outcome, String> {
+    let mut w = World::new(seed, p);
     let view1 = ViewId(1);
     let view2 = ViewId(2);
     // 1. Run until the crash.
@@ -543,6 +602,20 @@ fn run(seed: u64) -> Result<Outcome, String> {
     }
     let mut r = Rng::new(seed ^ 0xc4a5);
     let mut victims = Vec::new();
+    if w.p.tree_crash {
+        // Interior relays of member 0's tree (member 0 has rank 0, so relative ranks are
+        // ranks): the first level, every one of which has children of its own.
+        let (n, k) = (w.p.members, w.p.protocol.relay_fanout);
+        let interior: Vec<usize> = tree::children(0, k, n)
+            .filter(|rel| !tree::children(*rel, k, n).is_empty())
+            .collect();
+        while victims.len() < w.p.crashes.min(interior.len()) {
+            let v = interior[r.below(interior.len() as u64) as usize];
+            if !victims.contains(&v) {
+                victims.push(v);
+            }
+        }
+    }
     while victims.len() < w.p.crashes {
         let v = r.below(w.p.members as u64) as usize;
         if !victims.contains(&v) {
@@ -699,10 +772,15 @@ fn run(seed: u64) -> Result<Outcome, String> {
         .iter()
         .map(|s| w.nodes[*s].stats().relay_frames_received)
         .sum();
+    let tree_forwards = survivors
+        .iter()
+        .map(|s| w.nodes[*s].stats().relayed_datagrams)
+        .sum();
     Ok(Outcome {
         virtual_time: w.now.saturating_since(Timestamp::ZERO),
         holder_crashed,
         relays,
+        tree_forwards,
     })
 }
 
@@ -741,7 +819,7 @@ fn view_change_seeds() {
         .unwrap_or(2000);
     let (mut holder_crashes, mut relays) = (0, 0);
     for seed in 0..n {
-        match run(seed) {
+        match run(seed, params(seed)) {
             Ok(o) => {
                 holder_crashes += o.holder_crashed as u64;
                 relays += o.relays;
@@ -766,10 +844,54 @@ fn replay_one_seed() {
         return;
     };
     println!("{:#?}", params(seed));
-    match run(seed) {
+    match run(seed, params(seed)) {
         Ok(o) => println!(
             "ok: virtual time {:?}, holder crashed {}, {} frames relayed",
             o.virtual_time, o.holder_crashed, o.relays
+        ),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn relay_tree_interior_crashes() {
+    if std::env::var("VSYNC_VC_TREE_SEED").is_ok() {
+        return;
+    }
+    let n: u64 = std::env::var("VSYNC_VC_TREE_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let mut forwards = 0;
+    for seed in 0..n {
+        match run(seed, tree_params(seed)) {
+            Ok(o) => forwards += o.tree_forwards,
+            Err(e) => panic!(
+                "{e} (relay-tree variant: VSYNC_VC_TREE_SEED={seed})\nparams: {:?}",
+                tree_params(seed)
+            ),
+        }
+    }
+    println!("{n} relay-tree seeds: {forwards} datagrams forwarded down trees");
+    assert!(
+        n == 0 || forwards > 0,
+        "the relay tree must actually be used"
+    );
+}
+
+#[test]
+fn relay_tree_replay_one_seed() {
+    let Some(seed) = std::env::var("VSYNC_VC_TREE_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    else {
+        return;
+    };
+    println!("{:#?}", tree_params(seed));
+    match run(seed, tree_params(seed)) {
+        Ok(o) => println!(
+            "ok: virtual time {:?}, holder crashed {}, {} frames relayed, {} tree forwards",
+            o.virtual_time, o.holder_crashed, o.relays, o.tree_forwards
         ),
         Err(e) => panic!("{e}"),
     }

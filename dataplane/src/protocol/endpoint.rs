@@ -19,6 +19,19 @@
 //!    `nak_retry`. [`Endpoint::flushed`] says when every cut frame is held and delivered.
 //! 3. [`Endpoint::install`]: group streams restart at sequence 1 under the new view;
 //!    point-to-point streams of members present in both views keep their state.
+//!
+//! # Relay tree (large unicast groups)
+//!
+//! A group without an IP-multicast address whose view has more than
+//! `ProtocolConfig::relay_threshold` members sends the first transmission of each group-stream
+//! data datagram only to its `relay_fanout` children in a k-ary tree over the view's ranks
+//! rooted at the sender ([`crate::protocol::tree`]); the header's `fanout` field marks such a
+//! datagram. A member that finds at least one fresh (first-seen, accepted) data frame in one
+//! forwards the identical sealed bytes — copied before opening, never re-sealed, so no AES-GCM
+//! nonce is ever used for a second plaintext and the origin's packet number keeps working for
+//! replay protection — to its own children in the sender's tree. Repairs (unicast answers to
+//! NAKs), receipt reports, heartbeats, raw sends and flush relays stay direct, so a dead or slow
+//! relay costs its subtree a NAK round trip, never a message.
 
 use std::collections::VecDeque;
 
@@ -26,15 +39,17 @@ use crate::config::ProtocolConfig;
 use crate::protocol::rate_limit::{RateLimit, RateLimiter};
 use crate::protocol::recv_stream::{FragInfo, RecvLimits, RecvStream};
 use crate::protocol::send_stream::{Admission, ByteStore, SendStream};
+use crate::protocol::tree;
 use crate::protocol::{Destination, Protocol, Transmit};
 use crate::rng::Rng;
-use crate::wire::header::FLAG_AUTH;
+use crate::wire::header::{peek_fanout, set_fanout, FLAG_AUTH};
 use crate::wire::replay::ReplayTable;
 use crate::wire::{
     AckEntry, DropCounters, DropReason, Frame, FrameReader, Keys, NakRange, PacketKind,
     PacketWriter, SealMode, Sealer,
 };
 use crate::{GroupId, MemberId, Timestamp, ViewId};
+use zerocopy::FromBytes;
 
 /// Which primitive delivered a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -247,6 +262,14 @@ pub struct EndpointStats {
     pub relay_frames_sent: u64,
     /// RELAY frames received (flush; duplicates included).
     pub relay_frames_received: u64,
+    /// Data datagrams of this member's own group stream sent down the relay tree (each sealed
+    /// once and sent to at most `relay_fanout` children).
+    pub tree_datagrams_sent: u64,
+    /// Copies of other members' relay-tree datagrams forwarded to this member's children.
+    pub relayed_datagrams: u64,
+    /// Relay-tree datagrams not forwarded because the forwarding queue was full or the
+    /// datagram exceeded this member's MTU (the children recover the frames by NAK).
+    pub relay_overflow: u64,
 }
 
 /// A snapshot of one group's state, for tools and tests.
@@ -344,6 +367,76 @@ struct Wedge {
 /// Most frames one relay request is answered with.
 const RELAY_BATCH: u64 = 256;
 
+/// Bytes of relay-tree datagrams one group may queue for its children (lazily backed).
+const TREE_QUEUE_BYTES: usize = 512 << 10;
+
+/// One relay-tree datagram (sealed, as received or as this member sent it) still to be copied
+/// to the children with relative ranks `next..end` of the tree rooted at view rank `root`.
+#[derive(Debug, Clone, Copy)]
+struct TreeJob {
+    offset: usize,
+    len: usize,
+    root: usize,
+    next: usize,
+    end: usize,
+    /// This member's own first transmission (not counted as relayed).
+    own: bool,
+}
+
+/// The relay-tree forwarding queue of a group: a FIFO byte ring plus the jobs over it.
+#[derive(Debug)]
+struct TreeQueue {
+    store: ByteStore,
+    jobs: VecDeque<TreeJob>,
+}
+
+impl TreeQueue {
+    fn new() -> Self {
+        TreeQueue {
+            store: ByteStore::new(TREE_QUEUE_BYTES),
+            jobs: VecDeque::new(),
+        }
+    }
+
+    /// Queues a copy of `bytes` for the children `children` of the tree rooted at `root`;
+    /// false if the ring is full.
+    fn push(
+        &mut self,
+        bytes: &[u8],
+        root: usize,
+        children: std::ops::Range<usize>,
+        own: bool,
+    ) -> bool {
+        let Some(offset) = self.store.alloc(bytes.len()) else {
+            return false;
+        };
+        self.store
+            .slice_mut(offset, bytes.len())
+            .copy_from_slice(bytes);
+        self.jobs.push_back(TreeJob {
+            offset,
+            len: bytes.len(),
+            root,
+            next: children.start,
+            end: children.end,
+            own,
+        });
+        true
+    }
+
+    fn clear(&mut self) {
+        while let Some(j) = self.jobs.pop_front() {
+            self.store.free_front(j.offset, j.len);
+        }
+    }
+}
+
+/// The relay-tree fanout a group uses, if any: unicast groups larger than the threshold.
+fn tree_fanout(cfg: &ProtocolConfig, multicast: bool, members: usize) -> Option<u16> {
+    (!multicast && cfg.relay_threshold != 0 && members > cfg.relay_threshold)
+        .then_some(cfg.relay_fanout as u16)
+}
+
 #[derive(Debug)]
 struct Group {
     id: GroupId,
@@ -356,6 +449,13 @@ struct Group {
     wedge: Option<Wedge>,
     relay_out: VecDeque<RelayJob>,
     multicast: bool,
+    /// The relay-tree fanout this member uses for its own data (`None`: flat fan-out or
+    /// IP multicast).
+    tree: Option<u16>,
+    /// This member's rank (index in `members`).
+    rank: usize,
+    /// Relay-tree datagrams waiting to be copied to this member's children.
+    tree_out: TreeQueue,
     peers: Vec<Peer>,
     send: SendStream,
     rate: Option<RateLimiter>,
@@ -390,6 +490,19 @@ impl Group {
 
     fn is_flushing(&self) -> bool {
         self.wedge.as_ref().is_some_and(|w| w.cut.is_some())
+    }
+
+    /// This member's children in `sender`'s relay tree of fanout `fanout` (relative ranks) and
+    /// the sender's rank; `None` if the sender is not in the view.
+    fn tree_children(
+        &self,
+        sender: MemberId,
+        fanout: usize,
+    ) -> Option<(usize, std::ops::Range<usize>)> {
+        let n = self.members.len();
+        let root = self.members.iter().position(|m| *m == sender)?;
+        let rel = tree::relative(self.rank, root, n);
+        Some((root, tree::children(rel, fanout, n)))
     }
 }
 
@@ -429,6 +542,11 @@ pub struct Endpoint<S: DeliverySink> {
     nak_scratch: Vec<NakRange>,
     ack_scratch: Vec<AckEntry>,
     limits: RecvLimits,
+    /// The datagram being handled, as received (sealed), when it may have to be forwarded
+    /// down a relay tree.
+    tree_scratch: Vec<u8>,
+    /// The datagram being handled carried at least one fresh group-stream data frame.
+    tree_fresh: bool,
 }
 
 impl<S: DeliverySink> std::fmt::Debug for Endpoint<S> {
@@ -480,6 +598,8 @@ impl<S: DeliverySink> Endpoint<S> {
             nak_scratch: Vec::new(),
             ack_scratch: Vec::new(),
             limits,
+            tree_scratch: Vec::new(),
+            tree_fresh: false,
         }
     }
 
@@ -540,9 +660,13 @@ impl<S: DeliverySink> Endpoint<S> {
         if !members.contains(&self.me) {
             members.push(self.me);
         }
+        let rank = members.iter().position(|m| *m == self.me).unwrap_or(0);
         self.groups.push(Group {
             id: group,
             view: spec.view,
+            tree: tree_fanout(cfg, spec.multicast, members.len()),
+            rank,
+            tree_out: TreeQueue::new(),
             members,
             prev_view: None,
             wedge: None,
@@ -897,6 +1021,7 @@ impl<S: DeliverySink> Endpoint<S> {
             limits,
             rng,
             me,
+            tree_fresh,
             ..
         } = self;
         let g = &mut groups[gi];
@@ -973,6 +1098,15 @@ impl<S: DeliverySink> Endpoint<S> {
                     stats,
                     drops,
                 );
+                // Fresh: first seen and accepted into the stream (an oversized message's frames
+                // still advance it). Only such frames make a relay-tree datagram worth forwarding.
+                if !p2p
+                    && !o.duplicate
+                    && o.retention_full == 0
+                    && matches!(o.drop, None | Some(DropReason::Oversized))
+                {
+                    *tree_fresh = true;
+                }
                 if o.new_gap && stream.nak_at.is_none() && (p2p || !wedged) {
                     let jitter = if nak_delay == 0 {
                         0
@@ -1435,7 +1569,11 @@ impl<S: DeliverySink> Endpoint<S> {
         g.prev_view = Some(g.view);
         g.view = spec.view;
         g.members = spec.members.clone();
+        g.rank = g.members.iter().position(|m| *m == me).unwrap_or(0);
         g.multicast = spec.multicast;
+        g.tree = tree_fanout(cfg, spec.multicast, g.members.len());
+        // Queued copies belong to the old view (and its ranks); receivers would drop them.
+        g.tree_out.clear();
         g.wedge = None;
         g.relay_out.clear();
         g.raw_out.clear();
@@ -1597,6 +1735,13 @@ impl<S: DeliverySink> Endpoint<S> {
         let trailer = mode.trailer_len();
         let gid = self.groups[gi].id;
 
+        // 0. Relay-tree copies: this member's own first transmissions to its remaining
+        //    children, and fresh datagrams of other senders to its children in their trees
+        //    (whole subtrees wait for them).
+        if let Some(t) = self.transmit_tree(gi, buf) {
+            return Some(t);
+        }
+
         // 1. NAKs, unicast to the stream's sender.
         for pi in 0..self.groups[gi].peers.len() {
             let p = &self.groups[gi].peers[pi];
@@ -1717,8 +1862,13 @@ impl<S: DeliverySink> Endpoint<S> {
                 let g = &mut self.groups[gi];
                 g.last_data_tx = now;
                 g.p2p_turn = true;
+                let tree = g.tree;
                 let mut len = 0;
                 self.seal(w, PacketKind::Group, gi, mode, &mut len);
+                if let Some(k) = tree {
+                    set_fanout(buf, k);
+                    return Some(self.send_down_tree(gi, buf, len, mode, k as usize));
+                }
                 return Some(self.finish(buf, len, mode, Destination::Group(gid)));
             }
         }
@@ -1752,6 +1902,85 @@ impl<S: DeliverySink> Endpoint<S> {
             return Some(self.finish(buf, len, mode, dest));
         }
         None
+    }
+
+    /// Seals this member's own relay-tree datagram (`buf[..len]`, header finished with the
+    /// fanout), queues it for its children after the first, and sends it to the first.
+    fn send_down_tree(
+        &mut self,
+        gi: usize,
+        buf: &mut [u8],
+        len: usize,
+        mode: SealMode,
+        fanout: usize,
+    ) -> Transmit {
+        let len = Sealer::seal(&self.keys, mode, buf, len);
+        self.stats.datagrams_sent += 1;
+        self.stats.tree_datagrams_sent += 1;
+        let g = &mut self.groups[gi];
+        let n = g.members.len();
+        let children = tree::children(0, fanout, n);
+        debug_assert!(!children.is_empty(), "a tree group has peers");
+        let first = tree::absolute(children.start, g.rank, n);
+        if children.len() > 1
+            && !g
+                .tree_out
+                .push(&buf[..len], g.rank, children.start + 1..children.end, true)
+        {
+            // Cannot happen while the queue is drained before new data; the children would
+            // recover by NAK.
+            self.stats.relay_overflow += 1;
+        }
+        Transmit {
+            destination: Destination::Member(g.members[first]),
+            len,
+        }
+    }
+
+    /// The next queued relay-tree copy, if any.
+    fn transmit_tree(&mut self, gi: usize, buf: &mut [u8]) -> Option<Transmit> {
+        let g = &mut self.groups[gi];
+        let n = g.members.len();
+        let job = g.tree_out.jobs.front_mut()?;
+        let to = g.members[tree::absolute(job.next, job.root, n)];
+        job.next += 1;
+        let j = *job;
+        buf[..j.len].copy_from_slice(g.tree_out.store.slice(j.offset, j.len));
+        if j.next >= j.end {
+            g.tree_out.jobs.pop_front();
+            g.tree_out.store.free_front(j.offset, j.len);
+        }
+        self.stats.datagrams_sent += 1;
+        if !j.own {
+            self.stats.relayed_datagrams += 1;
+        }
+        Some(Transmit {
+            destination: Destination::Member(to),
+            len: j.len,
+        })
+    }
+
+    /// For a received datagram announcing relay-tree `fanout`: the sender's rank and this
+    /// member's children in its tree, if the group is known, the sender a member of its view,
+    /// and this member has children. Read from the (not yet authenticated) header. A datagram
+    /// longer than this member's MTU is not forwarded (drivers' transmit buffers hold one MTU;
+    /// the children recover its frames by NAK).
+    fn tree_target(
+        &mut self,
+        datagram: &[u8],
+        fanout: usize,
+    ) -> Option<(usize, std::ops::Range<usize>)> {
+        if datagram.len() > self.cfg.mtu {
+            self.stats.relay_overflow += 1;
+            return None;
+        }
+        let (h, _) = crate::wire::PacketHeader::read_from_prefix(datagram).ok()?;
+        let g = self.groups.iter().find(|g| g.id.0 == h.group_id.get())?;
+        if h.view_id.get() != g.view.0 || h.kind != PacketKind::Group as u8 {
+            return None;
+        }
+        let (root, children) = g.tree_children(MemberId(h.sender.get()), fanout)?;
+        (!children.is_empty() && root != g.rank).then_some((root, children))
     }
 
     fn finish(
@@ -2034,6 +2263,19 @@ impl<S: DeliverySink> Protocol for Endpoint<S> {
         datagram: &mut [u8],
     ) {
         self.stats.datagrams_received += 1;
+        // A relay-tree datagram is kept as received (sealed) before opening (which decrypts in
+        // place) if this member has children in its sender's tree: it may be forwarded.
+        // The header is read unauthenticated here; opening authenticates these same bytes.
+        let fanout = peek_fanout(datagram) as usize;
+        let mut forward = None;
+        if fanout != 0 {
+            forward = self.tree_target(datagram, fanout);
+            if forward.is_some() {
+                self.tree_scratch.clear();
+                self.tree_scratch.extend_from_slice(datagram);
+            }
+        }
+        self.tree_fresh = false;
         let (header, body) = match Sealer::open(&self.keys, datagram) {
             Ok(x) => x,
             Err(reason) => {
@@ -2050,6 +2292,11 @@ impl<S: DeliverySink> Protocol for Endpoint<S> {
             self.drops.count(DropReason::MalformedFrame);
             return;
         };
+        if fanout != 0 && kind != PacketKind::Group {
+            // Only group datagrams travel down a relay tree.
+            self.drops.count(DropReason::MalformedFrame);
+            return;
+        }
         let group = GroupId(header.group_id.get());
         let Some(gi) = self.groups.iter().position(|g| g.id == group) else {
             self.drops.count(DropReason::UnknownGroup);
@@ -2089,6 +2336,13 @@ impl<S: DeliverySink> Protocol for Endpoint<S> {
                     self.drops.count(reason);
                     break;
                 }
+            }
+        }
+        if let (true, false, Some((root, children))) = (self.tree_fresh, previous_view, forward) {
+            let g = &mut self.groups[gi];
+            let bytes = &self.tree_scratch;
+            if !g.tree_out.push(bytes, root, children, false) {
+                self.stats.relay_overflow += 1;
             }
         }
     }
@@ -2587,5 +2841,127 @@ mod tests {
             .map(|x| x.3.clone())
             .collect();
         assert_eq!(p2p, vec![b"p2p before".to_vec(), b"p2p after".to_vec()]);
+    }
+
+    /// A member of a 7-member unicast group with a relay tree of fanout 2, optionally keyed.
+    fn tree_node(i: u32, key: Option<[u8; 32]>) -> (Endpoint<Sink>, Log) {
+        let log: Log = Rc::default();
+        let l = log.clone();
+        let sink: Sink = Box::new(move |d: &Delivery<'_>| {
+            l.borrow_mut()
+                .push((d.sender, d.kind, d.view, d.payload.to_vec()));
+            true
+        });
+        let c = ProtocolConfig {
+            relay_threshold: 2,
+            relay_fanout: 2,
+            ..cfg()
+        };
+        let mut e = Endpoint::new(c, m(i), 1, i as u64, sink);
+        e.join(
+            G,
+            GroupSpec {
+                view: ViewId(1),
+                members: (1..=7).map(m).collect(),
+                multicast: false,
+                key,
+            },
+        );
+        (e, log)
+    }
+
+    #[test]
+    fn relay_tree_forwards_identical_sealed_bytes_once() {
+        let key = Some([5u8; 32]);
+        // Sender m3 has rank 2: relative ranks 1, 2 are m4, m5; m4's children (relative 3, 4)
+        // are m6, m7; m5's (relative 5, 6) are m1, m2 (the rotation wraps).
+        let (mut s, _) = tree_node(3, key);
+        let (mut r4, l4) = tree_node(4, key);
+        let (mut r6, l6) = tree_node(6, key);
+        let now = Timestamp::ZERO;
+        s.try_send(now, G, b"down the tree").unwrap();
+        let out = drain(&mut s, now);
+        let dests: Vec<Destination> = out.iter().map(|(d, _)| *d).collect();
+        assert_eq!(
+            dests,
+            vec![Destination::Member(m(4)), Destination::Member(m(5))]
+        );
+        assert_eq!(out[0].1, out[1].1, "one sealed datagram, two copies");
+        assert_eq!(crate::wire::header::peek_fanout(&out[0].1), 2);
+        assert_eq!(s.stats().tree_datagrams_sent, 1);
+        assert_eq!(s.stats().relayed_datagrams, 0);
+        let original = out[0].1.clone();
+
+        r4.handle_datagram(now, addr(), &mut original.clone());
+        assert_eq!(l4.borrow().len(), 1);
+        let fwd = drain(&mut r4, now);
+        let dests: Vec<Destination> = fwd.iter().map(|(d, _)| *d).collect();
+        assert_eq!(
+            dests,
+            vec![Destination::Member(m(6)), Destination::Member(m(7))]
+        );
+        assert!(
+            fwd.iter().all(|(_, b)| *b == original),
+            "forwarded unchanged, never re-sealed"
+        );
+        assert_eq!(r4.stats().relayed_datagrams, 2);
+        // A duplicate carries nothing fresh: not forwarded again.
+        r4.handle_datagram(now, addr(), &mut original.clone());
+        assert!(drain(&mut r4, now).is_empty());
+        assert_eq!(r4.stats().relayed_datagrams, 2);
+        assert_eq!(l4.borrow().len(), 1);
+        // A leaf delivers the relayed copy and forwards nothing.
+        r6.handle_datagram(now, addr(), &mut fwd[0].1.clone());
+        assert_eq!(l6.borrow()[0].3, b"down the tree");
+        assert!(drain(&mut r6, now).is_empty());
+        assert_eq!(r6.drops().nonzero().count(), 0);
+    }
+
+    #[test]
+    fn relay_tree_marks_are_checked() {
+        let (mut r, log) = tree_node(4, None);
+        let mut buf = vec![0u8; 900];
+        // A Direct packet claiming a fanout is malformed.
+        let mut w = PacketWriter::new(&mut buf, 900, 8);
+        assert!(w.push_msg(false, false, 1, b"x"));
+        let len = w.finish(PacketKind::Direct, ViewId(1), G, m(3), 5, 0);
+        crate::wire::header::set_fanout(&mut buf, 2);
+        let len = Sealer::seal(&Keys::default(), SealMode::Checksum, &mut buf, len);
+        r.handle_datagram(Timestamp::ZERO, addr(), &mut buf[..len]);
+        assert_eq!(r.drops().get(DropReason::MalformedFrame), 1);
+        assert!(log.borrow().is_empty());
+        // An absurd fanout is harmless: delivered, and no children to forward to.
+        let mut w = PacketWriter::new(&mut buf, 900, 8);
+        assert!(w.push_msg(false, false, 1, b"y"));
+        let len = w.finish(PacketKind::Group, ViewId(1), G, m(3), 6, 0);
+        crate::wire::header::set_fanout(&mut buf, u16::MAX);
+        let len = Sealer::seal(&Keys::default(), SealMode::Checksum, &mut buf, len);
+        r.handle_datagram(Timestamp::ZERO, addr(), &mut buf[..len]);
+        assert_eq!(log.borrow().len(), 1);
+        assert!(drain(&mut r, Timestamp::ZERO).is_empty());
+        // A relay-tree datagram longer than this member's MTU is delivered, never forwarded.
+        let mut big = vec![0u8; 1400];
+        let mut w = PacketWriter::new(&mut big, 1400, 8);
+        assert!(w.push_msg(false, false, 2, &[7u8; 1200]));
+        let len = w.finish(PacketKind::Group, ViewId(1), G, m(3), 8, 0);
+        crate::wire::header::set_fanout(&mut big, 1);
+        let len = Sealer::seal(&Keys::default(), SealMode::Checksum, &mut big, len);
+        assert!(len > 900);
+        r.handle_datagram(Timestamp::ZERO, addr(), &mut big[..len]);
+        assert_eq!(log.borrow().len(), 2);
+        assert!(drain(&mut r, Timestamp::ZERO).is_empty());
+        assert_eq!(r.stats().relay_overflow, 1);
+        // A fanout of 1 (a chain) from a sender of another view rank is followed: m4 is relative
+        // rank 1 of m3's chain, so it forwards to relative rank 2 (m5).
+        let mut w = PacketWriter::new(&mut buf, 900, 8);
+        assert!(w.push_msg(false, false, 3, b"z"));
+        let len = w.finish(PacketKind::Group, ViewId(1), G, m(3), 9, 0);
+        crate::wire::header::set_fanout(&mut buf, 1);
+        let len = Sealer::seal(&Keys::default(), SealMode::Checksum, &mut buf, len);
+        let sent = buf[..len].to_vec();
+        r.handle_datagram(Timestamp::ZERO, addr(), &mut buf[..len]);
+        let fwd = drain(&mut r, Timestamp::ZERO);
+        assert_eq!(fwd.len(), 1);
+        assert_eq!(fwd[0], (Destination::Member(m(5)), sent));
     }
 }

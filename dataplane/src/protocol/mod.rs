@@ -23,6 +23,7 @@ mod endpoint;
 mod rate_limit;
 mod recv_stream;
 mod send_stream;
+pub mod tree;
 
 pub use endpoint::{
     CutEntry, Delivery, DeliveryKind, DeliverySink, Endpoint, EndpointStats, GroupSpec, GroupStats,

@@ -14,6 +14,11 @@
 //! * the run quiesces: all data delivered, no gap left, before a virtual-time limit;
 //! * memory stays bounded: retained bytes never exceed the send buffer, held bytes never exceed
 //!   the receive limits.
+//!
+//! Unicast groups of some seeds use a relay tree (`relay_threshold` 2, fanout 2–3); the report
+//! counts each member's first-transmission copies and relayed copies, and — with
+//! [`SimConfig::egress_bytes_per_sec`] — models each member's NIC serialization, so flat
+//! fan-out and the relay tree can be compared (`examples/relay_fanout.rs`).
 
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -74,6 +79,10 @@ pub struct SimConfig {
     pub protocol: ProtocolConfig,
     /// Virtual-time limit after which a run that has not quiesced fails.
     pub time_limit: Duration,
+    /// Each member's egress link rate (bytes per second): copies leave one after another, each
+    /// taking `len / rate`, so fanning a datagram out to many members costs the sender time.
+    /// `None`: infinitely fast links.
+    pub egress_bytes_per_sec: Option<u64>,
 }
 
 impl SimConfig {
@@ -96,6 +105,18 @@ impl SimConfig {
         };
         let faulty = r.chance(0.8);
         let jitter_span = if r.chance(0.5) { 3000 } else { 300 };
+        // Relay-tree settings come from their own generator, so the rest of a seed's
+        // configuration is what it was before the tree existed.
+        let mut t = Rng::new(seed ^ 0x7e1a_7ee5);
+        let protocol = if t.chance(0.4) {
+            ProtocolConfig {
+                relay_threshold: 2,
+                relay_fanout: 2 + t.below(2) as usize,
+                ..protocol
+            }
+        } else {
+            protocol
+        };
         SimConfig {
             seed,
             members,
@@ -137,6 +158,7 @@ impl SimConfig {
             }),
             protocol,
             time_limit: Duration::from_secs(120),
+            egress_bytes_per_sec: None,
         }
     }
 }
@@ -161,6 +183,19 @@ pub struct SimReport {
     pub max_retained: usize,
     /// Datagrams dropped by receivers, by reason name.
     pub drops: BTreeMap<&'static str, u64>,
+    /// Per member: distinct datagrams carrying first transmissions of its own group stream.
+    pub first_tx_datagrams: Vec<u64>,
+    /// Per member: copies of those datagrams it put on the network itself (flat fan-out:
+    /// members − 1 per datagram; relay tree: at most the fanout).
+    pub first_tx_copies: Vec<u64>,
+    /// Per member: every datagram copy it put on the network.
+    pub egress: Vec<u64>,
+    /// Copies of relay-tree datagrams forwarded by members other than their origin.
+    pub relayed_copies: u64,
+    /// Mean over Sends of the time from admission to delivery at the last member.
+    pub latency_mean: Duration,
+    /// Largest such time.
+    pub latency_max: Duration,
 }
 
 /// A run that broke an invariant; `Display` includes the seed to replay.
@@ -189,14 +224,17 @@ struct Record {
     seq: u64,
     len: usize,
     hash: u64,
+    at: Timestamp,
 }
 
-/// A bounded application delivery queue that records what it was given.
+/// A bounded application delivery queue that records what it was given (and when: the driver
+/// keeps `now` current).
 #[derive(Debug, Default)]
 pub struct RecordingSink {
     queue: VecDeque<Record>,
     capacity: usize,
     log: Vec<Record>,
+    now: Timestamp,
 }
 
 impl DeliverySink for RecordingSink {
@@ -210,6 +248,7 @@ impl DeliverySink for RecordingSink {
             seq: d.seq,
             len: d.payload.len(),
             hash: xxhash_rust::xxh3::xxh3_64(d.payload),
+            at: self.now,
         });
         true
     }
@@ -344,7 +383,16 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
         }
     }
 
-    let mut report = SimReport::default();
+    let mut report = SimReport {
+        first_tx_datagrams: vec![0; cfg.members],
+        first_tx_copies: vec![0; cfg.members],
+        egress: vec![0; cfg.members],
+        ..SimReport::default()
+    };
+    // Per sender: admission time of each Send, in order.
+    let mut admitted_at: Vec<Vec<Timestamp>> = vec![Vec::new(); cfg.members];
+    // Per member: when its egress link is free again.
+    let mut link_free = vec![Timestamp::ZERO; cfg.members];
     let mut net: BinaryHeap<InFlight> = BinaryHeap::new();
     let mut order = 0u64;
     let mut now = Timestamp::ZERO;
@@ -372,6 +420,9 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
                 now, timeouts, next_app, net.len()
             )));
         }
+        for node in nodes.iter_mut() {
+            node.sink_mut().now = now;
+        }
         // Applications: send what backpressure allows, then drain delivery queues.
         if now >= next_app {
             next_app = now + app_tick;
@@ -384,6 +435,9 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
                     };
                     match r {
                         Ok(_) => {
+                            if *kind == 0 {
+                                admitted_at[m].push(now);
+                            }
                             plan[m].pop_front();
                         }
                         Err(crate::protocol::SendError::WouldBlock) => break,
@@ -419,7 +473,11 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
         }
         // Transmissions.
         for (m, node) in nodes.iter_mut().enumerate() {
-            while let Some(t) = node.poll_transmit(now, &mut buf) {
+            loop {
+                let frames_before = node.stats().frames_sent;
+                let Some(t) = node.poll_transmit(now, &mut buf) else {
+                    break;
+                };
                 if t.len > cfg.protocol.mtu {
                     return Err(fail(format!(
                         "member {m} produced a {}-byte datagram above the MTU",
@@ -433,7 +491,36 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
                         ids.iter().position(|x| *x == id).into_iter().collect()
                     }
                 };
+                // Classify from the clear header: a relay-tree datagram has a fanout; its
+                // origin is the header's sender. New frames in a group datagram are a flat
+                // first transmission.
+                let fanout = crate::wire::header::peek_fanout(&buf[..t.len]);
+                let origin = buf
+                    .get(24..32)
+                    .map(|b| MemberId(u64::from_be_bytes(b.try_into().expect("8 bytes"))));
+                let new_frames = node.stats().frames_sent > frames_before;
+                let group_dest = matches!(t.destination, Destination::Group(_));
+                if new_frames && (group_dest || fanout != 0) {
+                    report.first_tx_datagrams[m] += 1;
+                }
+                if (new_frames && group_dest) || (fanout != 0 && origin == Some(ids[m])) {
+                    report.first_tx_copies[m] += targets.len() as u64;
+                }
+                if fanout != 0 && origin != Some(ids[m]) {
+                    report.relayed_copies += targets.len() as u64;
+                }
+                report.egress[m] += targets.len() as u64;
                 for to in targets {
+                    // The copy leaves when the sender's link is free (if links are modelled).
+                    let depart = match cfg.egress_bytes_per_sec {
+                        Some(rate) => {
+                            let start = link_free[m].max(now);
+                            let ns = (t.len as u128 * 1_000_000_000 / rate.max(1) as u128) as u64;
+                            link_free[m] = start + Duration::from_nanos(ns.max(1));
+                            link_free[m]
+                        }
+                        None => now,
+                    };
                     if partitioned(m, to, now) || rng.chance(cfg.loss) {
                         report.lost += 1;
                         continue;
@@ -441,7 +528,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
                     let copies = if rng.chance(cfg.duplicate) { 2 } else { 1 };
                     for _ in 0..copies {
                         let span = (cfg.delay_max.saturating_sub(cfg.delay_min)).as_nanos() as u64;
-                        let at = now
+                        let at = depart
                             + cfg.delay_min
                             + Duration::from_nanos(if span == 0 { 0 } else { rng.below(span) });
                         let mut bytes = buf[..t.len].to_vec();
@@ -477,11 +564,11 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
             }
         }
         // Stall accounting: time a member with data in flight towards it went without delivering.
+        let waiting = nodes.iter().any(|n| {
+            n.group_stats(SIM_GROUP)
+                .is_some_and(|s| s.min_received < s.next_unsent)
+        });
         for m in 0..cfg.members {
-            let waiting = nodes.iter().any(|n| {
-                n.group_stats(SIM_GROUP)
-                    .is_some_and(|s| s.min_received < s.next_unsent)
-            });
             if waiting && nodes[m].sink().queue.is_empty() {
                 let start = *stall_start[m].get_or_insert(last_progress[m].max(now));
                 if cfg.partition.is_none() && cfg.loss == 0.0 {
@@ -564,6 +651,11 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
     }
     report.virtual_time = now.saturating_since(Timestamp::ZERO);
 
+    // Per Send (sender, index): the last delivery time over members.
+    let mut completed: Vec<Vec<Timestamp>> = admitted_at
+        .iter()
+        .map(|v| vec![Timestamp::ZERO; v.len()])
+        .collect();
     // Check the invariants.
     for (r, node) in nodes.iter().enumerate() {
         let log = &node.sink().log;
@@ -580,6 +672,11 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
                 )));
             }
             let mut last_seq = 0;
+            for (i, g) in got.iter().enumerate() {
+                if let Some(c) = completed[s].get_mut(i) {
+                    *c = (*c).max(g.at);
+                }
+            }
             for (i, (g, e)) in got.iter().zip(expected).enumerate() {
                 if g.seq <= last_seq {
                     return Err(fail(format!("member {r}: Send {i} from {s} out of order or duplicated (seq {} after {last_seq})", g.seq)));
@@ -623,6 +720,19 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
         for (name, n) in node.drops().nonzero() {
             *report.drops.entry(name).or_default() += n;
         }
+    }
+    let mut total = Duration::ZERO;
+    let mut count = 0u32;
+    for (sent, done) in admitted_at.iter().zip(&completed) {
+        for (a, d) in sent.iter().zip(done) {
+            let l = d.saturating_since(*a);
+            total += l;
+            count += 1;
+            report.latency_max = report.latency_max.max(l);
+        }
+    }
+    if count > 0 {
+        report.latency_mean = total / count;
     }
     Ok(report)
 }

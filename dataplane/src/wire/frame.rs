@@ -635,7 +635,7 @@ impl<'a> PacketWriter<'a> {
             flags,
             frame_count: self.frames as u8,
             body_len: U16::new(body_len as u16),
-            reserved: U16::new(0),
+            fanout: U16::new(0),
             view_id: U32::new(view.0),
             group_id: U64::new(group.0),
             sender: U64::new(sender.0),

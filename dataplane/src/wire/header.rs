@@ -3,9 +3,11 @@
 //! ```text
 //!  0       4    5    6    7       8       10      12      16              24              32              40
 //!  +-------+----+----+----+-------+-------+-------+-------+---------------+---------------+---------------+
-//!  | magic |ver |kind|flg |frames |bodylen|  rsvd | view  |   group id    |  sender (mem) | packet number |
+//!  | magic |ver |kind|flg |frames |bodylen|fanout | view  |   group id    |  sender (mem) | packet number |
 //!  +-------+----+----+----+-------+-------+-------+-------+---------------+---------------+---------------+
 //! ```
+//!
+//! `fanout` is 0 except in relay-tree datagrams (see [`FANOUT_OFFSET`]).
 
 use zerocopy::byteorder::network_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -61,8 +63,11 @@ pub struct PacketHeader {
     pub frame_count: u8,
     /// Body length in bytes (frames only; excludes header and trailer).
     pub body_len: U16,
-    /// Zero; reserved.
-    pub reserved: U16,
+    /// 0, or for a relay-tree datagram (first transmission of the sender's group-stream data
+    /// in a large unicast group) the fanout k of the tree: each member that finds fresh data
+    /// in it forwards it unchanged to its children in the sender's tree
+    /// (`crate::protocol::tree`). Authenticated with the rest of the header.
+    pub fanout: U16,
     /// The sender's view id of the group.
     pub view_id: U32,
     /// The group.
@@ -74,3 +79,19 @@ pub struct PacketHeader {
 }
 
 const _: () = assert!(core::mem::size_of::<PacketHeader>() == HEADER_LEN);
+
+/// Byte offset of [`PacketHeader::fanout`] in a datagram.
+pub const FANOUT_OFFSET: usize = 10;
+
+/// Writes the relay-tree fanout into a finished (not yet sealed) datagram's header.
+pub fn set_fanout(datagram: &mut [u8], fanout: u16) {
+    datagram[FANOUT_OFFSET..FANOUT_OFFSET + 2].copy_from_slice(&fanout.to_be_bytes());
+}
+
+/// The (unauthenticated) fanout field of a received datagram; 0 if it is too short to have one.
+pub fn peek_fanout(datagram: &[u8]) -> u16 {
+    match datagram.get(FANOUT_OFFSET..FANOUT_OFFSET + 2) {
+        Some(b) if datagram.len() >= HEADER_LEN => u16::from_be_bytes([b[0], b[1]]),
+        _ => 0,
+    }
+}
