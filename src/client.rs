@@ -29,7 +29,12 @@
 //! request:   1 client:u64 req:u64 group:u64 code:u32 arglist      (client → representative)
 //! reply:     2 req:u64 kind:u8 (0 value | 1 null | 2 abort) bytes (representative → client)
 //! redirect:  3 group:u64 new_rep:u64                              (representative → client)
+//! elsewhere: 4 group:u64 req:u64                                  (representative → client)
 //! ```
+//!
+//! `elsewhere` answers a request sent to a process that is not (or no longer, or not yet)
+//! a member of the group — say its representative left the group but its process lives on:
+//! the client re-homes at once, as if the representative had failed.
 //!
 //! Malformed frames are dropped and counted ([`ClientStats`]).
 
@@ -55,10 +60,18 @@ pub const RETRY_EVERY: Duration = Duration::from_millis(100);
 pub const REHOME_AFTER: Duration = Duration::from_millis(1000);
 /// Replies a representative keeps to answer retransmitted requests.
 pub const REPLY_CACHE: usize = 4096;
+/// Client requests a representative runs (or has queued for its handlers) at once; more are
+/// dropped and counted ([`ClientStats::busy_dropped`]) — the clients retransmit. Bounds the
+/// memory remote clients can make a member hold.
+pub const MAX_SERVING: usize = 4096;
+/// Client return addresses a representative remembers (for redirects); the oldest
+/// forgotten first.
+const MAX_CLIENT_ADDRS: usize = 4096;
 
 const F_REQUEST: u8 = 1;
 const F_REPLY: u8 = 2;
 const F_REDIRECT: u8 = 3;
+const F_ELSEWHERE: u8 = 4;
 /// Query ids of client requests at the representative (disjoint from group query ids).
 const CLIENT_QID_BIT: u64 = 1 << 63;
 
@@ -77,6 +90,12 @@ pub struct ClientStats {
     pub requests_out: u64,
     /// Times a client moved to another representative (re-homing and redirects).
     pub rehomed: u64,
+    /// Requests dropped because [`MAX_SERVING`] requests were already in progress here.
+    pub busy_dropped: u64,
+    /// Ignored frames that claimed another process's identity: retransmissions of a request
+    /// in progress or answered here from another address than the request's, and replies to
+    /// this client's requests from a process that is not a member of the group.
+    pub spoofed: u64,
 }
 
 fn encode_request(client: MemberId, req: u64, group: GroupId, body: &[u8]) -> Vec<u8> {
@@ -128,6 +147,17 @@ enum Frame<'a> {
         group: GroupId,
         new_rep: MemberId,
     },
+    Elsewhere {
+        group: GroupId,
+        req: u64,
+    },
+}
+
+fn encode_elsewhere(group: GroupId, req: u64) -> Vec<u8> {
+    let mut v = vec![F_ELSEWHERE];
+    v.extend_from_slice(&group.0.to_le_bytes());
+    v.extend_from_slice(&req.to_le_bytes());
+    v
 }
 
 fn decode(b: &[u8]) -> Option<Frame<'_>> {
@@ -156,6 +186,10 @@ fn decode(b: &[u8]) -> Option<Frame<'_>> {
             group: GroupId(u64_at(b, 1)?),
             new_rep: MemberId(u64_at(b, 9)?),
         }),
+        F_ELSEWHERE if b.len() == 17 => Some(Frame::Elsewhere {
+            group: GroupId(u64_at(b, 1)?),
+            req: u64_at(b, 9)?,
+        }),
         _ => None,
     }
 }
@@ -173,6 +207,8 @@ pub(crate) struct ClientDelivery {
 struct Serving {
     from: SocketAddr,
     req: u64,
+    group: GroupId,
+    client: MemberId,
 }
 
 /// One outstanding request of a local [`Client`].
@@ -200,13 +236,17 @@ pub(crate) struct ClientDriver {
     next_qid: u64,
     next_req: u64,
     serving: BTreeMap<u64, Serving>,
-    /// (client, req) → reply, for retransmissions; oldest evicted first.
-    cache: BTreeMap<(MemberId, u64), Vec<u8>>,
+    /// (client, req) → (the client's address, reply), for retransmissions; oldest evicted
+    /// first. Only a retransmission from the same address is answered: client ids are not
+    /// secret, and request numbers are small counters.
+    cache: BTreeMap<(MemberId, u64), (SocketAddr, Vec<u8>)>,
     cache_order: VecDeque<(MemberId, u64)>,
     /// (client, req) of requests in progress here, so a retransmission is not run twice.
     in_progress: BTreeMap<(MemberId, u64), u64>,
-    /// Last address each client was heard from (for redirects).
+    /// Last address each client was heard from (for redirects), at most
+    /// [`MAX_CLIENT_ADDRS`]; `client_order` is their insertion order.
     client_addrs: BTreeMap<MemberId, SocketAddr>,
+    client_order: VecDeque<MemberId>,
     outgoing: BTreeMap<u64, Outgoing>,
     groups: BTreeMap<GroupId, Membership>,
     stats: ClientStats,
@@ -223,6 +263,7 @@ impl ClientDriver {
             cache_order: VecDeque::new(),
             in_progress: BTreeMap::new(),
             client_addrs: BTreeMap::new(),
+            client_order: VecDeque::new(),
             outgoing: BTreeMap::new(),
             groups: BTreeMap::new(),
             stats: ClientStats::default(),
@@ -255,31 +296,49 @@ impl ClientDriver {
                 args,
             } => {
                 self.stats.requests_in += 1;
-                self.client_addrs.insert(client, from);
-                if let Some(cached) = self.cache.get(&(client, req)) {
-                    self.stats.answered_from_cache += 1;
-                    let _ = rt.send_client(from, cached);
+                if let Some((addr, cached)) = self.cache.get(&(client, req)) {
+                    // Another process claiming this client's id gets nothing: the reply
+                    // is the client's.
+                    if *addr == from {
+                        self.stats.answered_from_cache += 1;
+                        let _ = rt.send_client(from, cached);
+                    } else {
+                        self.stats.spoofed += 1;
+                    }
                     return None;
                 }
                 if let Some(qid) = self.in_progress.get(&(client, req)) {
-                    // Still running: remember the newest return address.
-                    if let Some(s) = self.serving.get_mut(qid) {
-                        s.from = from;
+                    // Still running: the reply goes where the request came from (a
+                    // retransmission from elsewhere must not divert it).
+                    if self.serving.get(qid).is_some_and(|s| s.from != from) {
+                        self.stats.spoofed += 1;
                     }
                     return None;
                 }
                 if !is_member(group) {
+                    // Not a member (left, or not joined yet): the client must re-home, not
+                    // fail the request.
                     self.stats.not_member += 1;
-                    let reply = encode_reply(
-                        req,
-                        &ReplyKind::Abort("this process is not a member of the group".into()),
-                    );
-                    let _ = rt.send_client(from, &reply);
+                    let _ = rt.send_client(from, &encode_elsewhere(group, req));
                     return None;
                 }
+                if self.serving.len() >= MAX_SERVING {
+                    // Overloaded: the client retransmits (or re-homes).
+                    self.stats.busy_dropped += 1;
+                    return None;
+                }
+                self.remember_client(client, from);
                 self.next_qid += 1;
                 let qid = CLIENT_QID_BIT | self.next_qid;
-                self.serving.insert(qid, Serving { from, req });
+                self.serving.insert(
+                    qid,
+                    Serving {
+                        from,
+                        req,
+                        group,
+                        client,
+                    },
+                );
                 self.in_progress.insert((client, req), qid);
                 Some(ClientDelivery {
                     group,
@@ -290,6 +349,19 @@ impl ClientDriver {
                 })
             }
             Frame::Reply { req, reply } => {
+                // Only a member of the group (as last looked up) answers: anyone could send
+                // a reply frame, and request numbers are small counters.
+                let from_member = self.outgoing.get(&req).is_some_and(|o| {
+                    self.groups
+                        .get(&o.group)
+                        .is_some_and(|m| m.members.iter().any(|(_, a)| *a == from))
+                });
+                if !from_member {
+                    if self.outgoing.contains_key(&req) {
+                        self.stats.spoofed += 1;
+                    }
+                    return None;
+                }
                 if let Some(o) = self.outgoing.remove(&req) {
                     let rep = self
                         .groups
@@ -316,7 +388,60 @@ impl ClientDriver {
                 }
                 None
             }
+            Frame::Elsewhere { group, req } => {
+                // Only an answer to a request of ours, from the member it went to.
+                if self.outgoing.get(&req).is_none_or(|o| o.group != group) {
+                    return None;
+                }
+                let m = self.groups.get_mut(&group)?;
+                let rep_addr = m.rep.and_then(|i| m.members.get(i)).map(|(_, a)| *a);
+                // That process is not a member (any more): forget it, look the group up
+                // again, and reissue this group's requests at the next member at once.
+                m.members.retain(|(_, a)| *a != from);
+                m.looked_up = None;
+                if rep_addr == Some(from) {
+                    m.rep = match m.members.len() {
+                        0 => None,
+                        n => Some(m.rep.unwrap_or(0) % n),
+                    };
+                    self.stats.rehomed += 1;
+                    let now = Instant::now();
+                    for o in self.outgoing.values_mut().filter(|o| o.group == group) {
+                        o.since_rep = now;
+                        o.last_sent = now - RETRY_EVERY;
+                    }
+                } else if let Some(a) = rep_addr {
+                    m.rep = m.members.iter().position(|(_, x)| *x == a);
+                }
+                None
+            }
         }
+    }
+
+    /// Records where `client` was last heard from, forgetting the oldest client beyond
+    /// [`MAX_CLIENT_ADDRS`].
+    fn remember_client(&mut self, client: MemberId, from: SocketAddr) {
+        if self.client_addrs.insert(client, from).is_none() {
+            self.client_order.push_back(client);
+            while self.client_order.len() > MAX_CLIENT_ADDRS {
+                if let Some(old) = self.client_order.pop_front() {
+                    self.client_addrs.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The group is gone here: requests still queued for its handlers will never be
+    /// answered, so forget them (their clients re-home).
+    pub(crate) fn forget_group(&mut self, group: GroupId) {
+        let in_progress = &mut self.in_progress;
+        self.serving.retain(|_, s| {
+            let keep = s.group != group;
+            if !keep {
+                in_progress.remove(&(s.client, s.req));
+            }
+            keep
+        });
     }
 
     /// The handler's reply to a client request (`qid` from a [`ClientDelivery`]); false if
@@ -343,7 +468,7 @@ impl ClientDriver {
             }
         }
         self.cache_order.push_back((client, s.req));
-        self.cache.insert((client, s.req), frame);
+        self.cache.insert((client, s.req), (s.from, frame));
         true
     }
 
@@ -641,6 +766,120 @@ mod tests {
         ] {
             assert_eq!(decode(bad), None);
         }
+    }
+
+    fn runtime() -> MemberRuntime {
+        use vsync_control::runtime::RuntimeConfig;
+        use vsync_dataplane::engine::BackendChoice;
+        let me = MemberId::new(0x51, 1);
+        let mut cfg = RuntimeConfig::new(
+            me,
+            "127.0.0.1:0".parse().unwrap(),
+            vec![(1, "127.0.0.1:9".parse().unwrap())],
+        );
+        cfg.engine.backend = BackendChoice::Portable;
+        MemberRuntime::new(cfg).expect("runtime on loopback")
+    }
+
+    /// Review: every request from a new (claimed) client id used to add a return address
+    /// for good, and every request was queued for the handlers with no limit, so a remote
+    /// sender could grow a representative's memory without bound.
+    #[test]
+    fn remote_requests_cannot_grow_a_representative_without_bound() {
+        let mut rt = runtime();
+        let mut d = ClientDriver::new(MemberId::new(0x52, 1));
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let n = (MAX_SERVING + MAX_CLIENT_ADDRS) as u64 + 100;
+        let mut delivered = 0;
+        for i in 0..n {
+            let f = encode_request(
+                MemberId::new(1000 + i as u32, 1),
+                1,
+                GroupId(7),
+                &[0, 0, 0, 0],
+            );
+            delivered += usize::from(d.on_frame(&mut rt, from, &f, |_| true).is_some());
+        }
+        assert_eq!(delivered, MAX_SERVING, "requests in progress are bounded");
+        assert!(d.serving.len() <= MAX_SERVING && d.in_progress.len() <= MAX_SERVING);
+        assert!(d.client_addrs.len() <= MAX_CLIENT_ADDRS);
+        assert_eq!(d.stats().busy_dropped, n - MAX_SERVING as u64);
+        // The group goes away with requests still queued: they are forgotten.
+        d.forget_group(GroupId(7));
+        assert!(d.serving.is_empty() && d.in_progress.is_empty());
+        // A request for a group this process is not in is answered "elsewhere", not served.
+        let f = encode_request(MemberId::new(9, 1), 2, GroupId(8), &[0, 0, 0, 0]);
+        assert!(d.on_frame(&mut rt, from, &f, |_| false).is_none());
+        assert_eq!(d.stats().not_member, 1);
+    }
+
+    /// Review: a retransmission was answered from the reply cache (and an in-progress
+    /// request's reply was redirected) to whatever address sent it, so any process could
+    /// read another client's replies by claiming its id (request numbers count from 1).
+    #[test]
+    fn replies_go_only_to_the_client_that_asked() {
+        let mut rt = runtime();
+        let mut d = ClientDriver::new(MemberId::new(0x52, 1));
+        let sock = || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            s
+        };
+        let (client, thief) = (sock(), sock());
+        let (ca, ta) = (client.local_addr().unwrap(), thief.local_addr().unwrap());
+        let victim = MemberId::new(77, 1);
+        let recv = |s: &std::net::UdpSocket| {
+            let mut b = [0u8; 256];
+            s.recv(&mut b).ok().map(|n| b[..n].to_vec())
+        };
+        let req = |n: u64| encode_request(victim, n, GroupId(7), &[0, 0, 0, 0]);
+        // Request 1: in progress; the thief's copy must not divert the reply.
+        let del = d.on_frame(&mut rt, ca, &req(1), |_| true).expect("served");
+        assert!(d.on_frame(&mut rt, ta, &req(1), |_| true).is_none());
+        let secret = ReplyKind::Value(b"secret".to_vec());
+        assert!(d.on_handler_reply(&mut rt, victim, del.qid, &secret));
+        let got = recv(&client).expect("the client gets its reply");
+        assert_eq!(
+            decode(&got[1..]),
+            Some(Frame::Reply {
+                req: 1,
+                reply: secret.clone()
+            })
+        );
+        assert_eq!(recv(&thief), None, "the thief got the in-progress reply");
+        // Answered: the thief asks again for the cached reply.
+        assert!(d.on_frame(&mut rt, ta, &req(1), |_| true).is_none());
+        assert_eq!(recv(&thief), None, "the thief got the cached reply");
+        // The real client's retransmission is still answered from the cache.
+        assert!(d.on_frame(&mut rt, ca, &req(1), |_| true).is_none());
+        assert!(recv(&client).is_some());
+        assert_eq!(d.stats().spoofed, 2);
+
+        // As a client: a reply from a process that is not a member is not taken.
+        let (done, rx) = mpsc::channel();
+        let t = Timeout::millis(60_000, TimeoutAction::Failure);
+        d.query(&mut rt, GroupId(9), t, vec![0, 0, 0, 0], done);
+        d.on_members(GroupId(9), vec![(MemberId::new(5, 1), ca)]);
+        let forged = encode_reply(1, &ReplyKind::Value(b"forged".to_vec()));
+        assert!(d.on_frame(&mut rt, ta, &forged, |_| true).is_none());
+        assert!(rx.try_recv().is_err(), "a forged reply completed the query");
+        assert_eq!(d.stats().spoofed, 3);
+        let real = encode_reply(1, &ReplyKind::Value(b"real".to_vec()));
+        assert!(d.on_frame(&mut rt, ca, &real, |_| true).is_none());
+        assert_eq!(rx.try_recv().unwrap().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn elsewhere_frames_round_trip() {
+        assert_eq!(
+            decode(&encode_elsewhere(GroupId(5), 6)),
+            Some(Frame::Elsewhere {
+                group: GroupId(5),
+                req: 6
+            })
+        );
+        assert_eq!(decode(&encode_elsewhere(GroupId(5), 6)[..16]), None);
     }
 
     #[test]

@@ -877,6 +877,14 @@ impl Group {
             done,
         })?;
         sys.wait(&rx, Some(sys.inner.join_timeout), "the group to terminate")?;
+        // Called from one of this group's handlers: the delivery thread is this thread, so
+        // it cannot see the end before the handler returns (waiting would stall it for the
+        // join timeout, and the watchdog could poison the process). The end is queued
+        // behind the running handler.
+        if *lock(&self.inner.delivery_thread) == Some(std::thread::current().id()) {
+            lock(&self.inner.local).phase = Phase::Left;
+            return Ok(());
+        }
         // The oracle has ended the group; wait (bounded) for this member to see it.
         let t = Instant::now();
         while lock(&self.inner.local).phase == Phase::Joined && t.elapsed() < sys.inner.join_timeout
@@ -1043,6 +1051,9 @@ impl Group {
             Err(_) => {
                 l.phase = Phase::Left;
                 drop(l);
+                // No view will come: let the delivery thread end (it holds the group, and
+                // the group held the thread's only other sender, so it waited forever).
+                *lock(&self.inner.upcalls) = None;
                 if matches!(
                     r,
                     Err(VsyncError::Timeout(_)) | Err(VsyncError::Checkpoint(_))
@@ -1766,6 +1777,16 @@ fn delivery_loop(
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         };
+        // A periodic checkpoint that fell due while upcalls kept coming: write it now (the
+        // timeout below never fires while the queue is never empty).
+        if persistence.wait_budget(interval, Instant::now()) == Some(Duration::ZERO)
+            && persistence.take_due(interval, Instant::now())
+        {
+            if lock(&inner.view).as_ref().and_then(|v| v.my_rank()) == Some(0) {
+                let _ = persistence.write(cb.make.as_mut());
+            }
+            continue;
+        }
         let up = match persistence.wait_budget(interval, Instant::now()) {
             None => match rx.recv() {
                 Ok(up) => up,

@@ -132,13 +132,22 @@ pub(crate) fn load_or_create_key_file(path: &Path) -> io::Result<GroupKey> {
         Err(e) => return Err(e),
     }
     let key = random_key()?;
+    // A temporary name of this creator alone (several members may live in one process), and
+    // `create_new`: two creators sharing one temporary file would write one inode, so the
+    // key linked in could differ from the key one of them returns.
     let tmp = {
+        let mut nonce = [0u8; 8];
+        random_bytes(&mut nonce)?;
         let mut s = path.as_os_str().to_owned();
-        s.push(format!(".{}.tmp", std::process::id()));
+        s.push(format!(
+            ".{}.{:016x}.tmp",
+            std::process::id(),
+            u64::from_le_bytes(nonce)
+        ));
         std::path::PathBuf::from(s)
     };
     let mut opts = OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -201,6 +210,38 @@ mod tests {
     fn check_values_differ_per_key_and_are_stable() {
         assert_eq!(check_value(&[1; 32]), check_value(&[1; 32]));
         assert_ne!(check_value(&[1; 32]), check_value(&[2; 32]));
+    }
+
+    /// Review: creators in one process shared the temporary file `{path}.{pid}.tmp`, so
+    /// one could link in the key another wrote and still return its own.
+    #[test]
+    fn concurrent_creators_in_one_process_agree() {
+        for round in 0..5 {
+            let d =
+                std::env::temp_dir().join(format!("vsync-keyrace-{}-{round}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            let p = d.join("g.ckpt.key");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let (p, b) = (p.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        b.wait();
+                        load_or_create_key_file(&p)
+                    })
+                })
+                .collect();
+            let keys: Vec<GroupKey> = threads
+                .into_iter()
+                .map(|t| t.join().unwrap().expect("key"))
+                .collect();
+            let on_disk = std::fs::read(&p).unwrap();
+            for k in &keys {
+                assert_eq!(&k[..], &on_disk[..], "a creator returned another key");
+            }
+            std::fs::remove_dir_all(&d).unwrap();
+        }
     }
 
     #[test]

@@ -1274,6 +1274,11 @@ impl Driver {
                 durability,
                 log_failures,
             } => {
+                // A second Group object for a group this process is in already: its Join
+                // (next) is refused; the joined group's SafeSend state must stay.
+                if self.groups.contains_key(&gid) {
+                    return;
+                }
                 let sg = SafeGroup::new(
                     gid,
                     Address::from(self.me()),
@@ -1823,6 +1828,7 @@ impl Driver {
     fn on_gone(&mut self, g: GroupId) {
         self.watchdog.forget(g);
         self.safe.remove(&g);
+        self.clients.forget_group(g);
         let Some(mut gs) = self.groups.remove(&g) else {
             return;
         };

@@ -778,8 +778,12 @@ impl OracleNode {
             }
             Ok(OracleFrame::Member(ToOracle::Lookup { member, group })) => {
                 // A client's lookup: answered here, where the members' control-socket
-                // addresses (their client-request endpoints) are known.
-                self.members.insert(member, from);
+                // addresses (their client-request endpoints) are known. The answer goes
+                // back to `from`; the claimed `member` is not recorded: any process may look
+                // a group up, and recording it would let a lookup naming a member divert that
+                // member's oracle traffic (and clients' requests) to the asker, and let
+                // lookups with made-up ids grow this map without bound.
+                let _ = member;
                 let (view, members) = match self.service.replica().state().view(group) {
                     Some(v) => (
                         v.id,
@@ -841,6 +845,7 @@ mod tests {
     use super::*;
     use crate::oracle::{group_id, Signature};
     use std::net::Ipv4Addr;
+    use std::time::Instant;
 
     #[test]
     fn frames_round_trip_and_reject_garbage() {
@@ -884,6 +889,50 @@ mod tests {
         ] {
             assert!(decode_oracle_frame(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Review: a lookup (which any process may send) used to record its claimed member id
+    /// with the asker's address, redirecting that member's oracle traffic to the asker.
+    #[test]
+    fn lookups_do_not_rebind_member_addresses() {
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        let probe = UdpSocket::bind(any).unwrap();
+        let oracle_addr = probe.local_addr().unwrap();
+        drop(probe);
+        let mut oracle = OracleNode::new(
+            1,
+            oracle_addr,
+            vec![(1, oracle_addr)],
+            ServiceConfig::default(),
+            1,
+        )
+        .unwrap();
+        let asker = UdpSocket::bind(any).unwrap();
+        asker
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        for p in 1..=50u32 {
+            let lookup = ToOracle::Lookup {
+                member: MemberId::new(p, 1),
+                group: group_id("svc"),
+            };
+            asker
+                .send_to(&encode_member_frame(&lookup), oracle_addr)
+                .unwrap();
+        }
+        let mut answers = 0;
+        let t = Instant::now();
+        while answers < 50 && t.elapsed() < Duration::from_secs(10) {
+            oracle.step(Duration::from_millis(5)).unwrap();
+            let mut b = [0u8; 512];
+            while let Ok(n) = asker.recv(&mut b) {
+                if matches!(FromOracle::decode(&b[..n]), Ok(FromOracle::Members { .. })) {
+                    answers += 1;
+                }
+            }
+        }
+        assert_eq!(answers, 50, "every lookup is answered");
+        assert_eq!(oracle.status().members, 0, "lookups registered members");
     }
 
     /// One embedded oracle and three members on 127.0.0.1, all driven from this thread:
