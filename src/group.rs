@@ -881,7 +881,7 @@ impl Group {
         // it cannot see the end before the handler returns (waiting would stall it for the
         // join timeout, and the watchdog could poison the process). The end is queued
         // behind the running handler.
-        if *lock(&self.inner.delivery_thread) == Some(std::thread::current().id()) {
+        if lock(&self.inner.delivery_thread).contains(&std::thread::current().id()) {
             lock(&self.inner.local).phase = Phase::Left;
             return Ok(());
         }
@@ -1782,6 +1782,7 @@ fn delivery_loop(
         if persistence.wait_budget(interval, Instant::now()) == Some(Duration::ZERO)
             && persistence.take_due(interval, Instant::now())
         {
+            let _running = Running::enter(&inner, &handlers, None);
             if lock(&inner.view).as_ref().and_then(|v| v.my_rank()) == Some(0) {
                 let _ = persistence.write(cb.make.as_mut());
             }
