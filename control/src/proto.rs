@@ -41,6 +41,10 @@ pub struct GroupProgress {
     pub sent: u64,
     /// The member joined and still waits for its state (checkpoint) from a rank 0.
     pub awaiting_state: bool,
+    /// The IP-multicast address the member maps the group to (`None`: unicast fan-out). The
+    /// oracle re-sends the group's status while it differs from the mapping in force, so a
+    /// lost or reordered remap status is repaired like any other.
+    pub mcast: Option<std::net::Ipv4Addr>,
 }
 
 /// A member's message to the oracle.
@@ -207,8 +211,8 @@ pub enum FromOracle {
 //
 // ```text
 // message   = version:u8(=1) tag:u8 fields
-// ToOracle:   1 Hello member addr | 2 Heartbeat member count{group view round phase:u8 sent}
-//             (phase bit 7: the member still awaits its state)
+// ToOracle:   1 Hello member addr | 2 Heartbeat member count{group view round phase:u8 sent [mcast]}
+//             (phase bit 7: the member still awaits its state; bit 6: an mcast ipv4 follows)
 //             3 Request member seq:varint command | 4 FlushReport member group view round count{member pos}
 //             5 FlushDone member group view round | 6 Suspect member member
 //             7 Lookup member group
@@ -270,8 +274,13 @@ impl ToOracle {
                     put_group(&mut w, g.group);
                     w.varint(u64::from(g.view.0));
                     w.varint(u64::from(g.round));
-                    w.u8(phase_code(g.phase) | if g.awaiting_state { 0x80 } else { 0 });
+                    w.u8(phase_code(g.phase)
+                        | if g.awaiting_state { 0x80 } else { 0 }
+                        | if g.mcast.is_some() { 0x40 } else { 0 });
                     w.varint(g.sent);
+                    if let Some(a) = g.mcast {
+                        put_ipv4(&mut w, a);
+                    }
                 }
             }
             ToOracle::Request {
@@ -350,7 +359,7 @@ impl ToOracle {
                         group,
                         view,
                         round,
-                        phase: match phase & 0x7f {
+                        phase: match phase & 0x3f {
                             0 => FlushPhase::Idle,
                             1 => FlushPhase::Reported,
                             2 => FlushPhase::Flushing,
@@ -359,6 +368,11 @@ impl ToOracle {
                         },
                         sent: r.varint("sent")?,
                         awaiting_state: phase & 0x80 != 0,
+                        mcast: if phase & 0x40 != 0 {
+                            Some(get_ipv4(&mut r, "heartbeat mcast")?)
+                        } else {
+                            None
+                        },
                     });
                 }
                 ToOracle::Heartbeat { member, groups }
@@ -714,6 +728,7 @@ mod tests {
                             ][p as usize],
                             sent: u64::from(round) * 3,
                             awaiting_state: round % 2 == 1,
+                            mcast: (v % 3 == 1).then(|| std::net::Ipv4Addr::from(v | 0xe000_0000)),
                         })
                         .collect(),
                 }),
@@ -829,6 +844,7 @@ mod tests {
                     phase: FlushPhase::Idle,
                     sent: 0,
                     awaiting_state: false,
+                    mcast: None,
                 };
                 3
             ],

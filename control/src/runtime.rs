@@ -873,6 +873,7 @@ mod tests {
                 phase: crate::proto::FlushPhase::Idle,
                 sent: 0,
                 awaiting_state: false,
+                mcast: None,
             }],
         };
         assert_eq!(

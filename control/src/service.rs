@@ -497,7 +497,10 @@ impl OracleService {
                 );
                 continue;
             }
+            // Behind: another view, a flush step not taken, or (in the installed view) another
+            // multicast mapping — the pushed remap status was lost or overtaken.
             let behind = p.view != rec.installed.id
+                || p.mcast != rec.mcast
                 || (rec.flush.active
                     && (p.round != rec.flush.round
                         || (rec.flush.cut.is_some() && p.phase < FlushPhase::Flushing)));
@@ -733,6 +736,71 @@ mod tests {
         };
         assert!(err(&first).unwrap().is_err());
         assert_eq!(err(&first), err(&again));
+    }
+
+    /// Regression (issue #3): a remap within a view is pushed once; if that status is lost
+    /// (or overtaken by an older one), the member's heartbeat shows the stale mapping and
+    /// the oracle sends the status again. Before, only views and flush steps counted as
+    /// "behind", so such a member kept the old route until the next view: its sends went
+    /// to an address its peers had left, or it never joined the group's new address.
+    #[test]
+    fn a_member_with_a_stale_multicast_mapping_gets_the_status_again() {
+        let cfg = ServiceConfig {
+            multicast: Some(McParams::default()),
+            ..ServiceConfig::default()
+        };
+        let t0 = Timestamp::from_nanos(1);
+        let mut s = OracleService::new(Replica::new(ReplicaConfig::single()).unwrap(), cfg, t0);
+        let me = MemberId::new(1, 1);
+        s.handle_member(
+            t0,
+            ToOracle::Hello {
+                member: me,
+                addr: None,
+            },
+        );
+        s.handle_member(
+            t0,
+            ToOracle::Request {
+                member: me,
+                seq: 1,
+                command: Command::CreateGroup {
+                    name: "g".into(),
+                    signature: Signature::from_text("S"),
+                    policy: crate::drmc::McPolicy::UseIpmc,
+                    creator: me,
+                },
+            },
+        );
+        let status = |out: &[FromOracle]| {
+            out.iter().find_map(|m| match m {
+                FromOracle::Status(st) => Some(st.clone()),
+                _ => None,
+            })
+        };
+        let st = status(&drain(&mut s)).expect("the group's status");
+        let mapped = st.mcast.expect("UseIpmc maps the group");
+        let heartbeat = |mcast| ToOracle::Heartbeat {
+            member: me,
+            groups: vec![GroupProgress {
+                group: st.installed.group,
+                view: st.installed.id,
+                round: 0,
+                phase: FlushPhase::Idle,
+                sent: 0,
+                awaiting_state: false,
+                mcast,
+            }],
+        };
+        // The member missed the status that mapped the group: it is sent again, per heartbeat.
+        for _ in 0..2 {
+            s.handle_member(t0, heartbeat(None));
+            let again = status(&drain(&mut s)).expect("the status again");
+            assert_eq!(again.mcast, Some(mapped));
+        }
+        // A member in step gets no status.
+        s.handle_member(t0, heartbeat(Some(mapped)));
+        assert_eq!(status(&drain(&mut s)), None);
     }
 
     #[test]

@@ -795,6 +795,7 @@ impl MemberAgent {
                     phase: s.phase,
                     sent: s.sent,
                     awaiting_state: s.awaiting.is_some(),
+                    mcast: s.mcast,
                 })
                 .collect();
             self.oracle_send(ToOracle::Heartbeat {
