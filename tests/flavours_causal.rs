@@ -2,13 +2,15 @@
 //! embedded oracle on a test-private loopback port).
 
 use std::collections::BTreeMap;
-use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vsync::dataplane::engine::{BackendChoice, EngineConfig};
 use vsync::{Group, MsgKind, NReplies, System, Timeout, TimeoutAction};
+
+mod common;
+use common::{free_port, wait_until};
 
 /// (chain, step): the next step is causal_sent by another member on delivery.
 const HOP: u32 = 0;
@@ -16,14 +18,6 @@ const HOP: u32 = 0;
 const BURST: u32 = 1;
 /// (rank, i) -> bool: has this member delivered BURST (rank, i)?
 const SEEN: u32 = 2;
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Members drop 10 % of the data-plane datagrams they receive, so retransmissions reorder
 /// messages across senders and the causal holdback is exercised.
@@ -40,14 +34,6 @@ fn start(port: u16) -> System {
         .join_timeout(Duration::from_secs(30))
         .start()
         .expect("system starts")
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

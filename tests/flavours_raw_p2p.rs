@@ -1,12 +1,14 @@
 //! RawSend, RawP2PSend, RawQuery, P2PQuery and RawP2PQuery between in-process members
 //! (three `System`s sharing an embedded oracle on a test-private loopback port).
 
-use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vsync::query::QueryError;
 use vsync::{Address, Group, MsgKind, NReplies, Reply, System, Timeout, TimeoutAction, VsyncError};
+
+mod common;
+use common::{free_port, start, wait_until};
 
 /// (i) — logged with sender and kind.
 const NOTE: u32 = 0;
@@ -16,30 +18,6 @@ const ASK: u32 = 1;
 const SLOW: u32 = 2;
 /// (bytes) — accepts a payload of any size.
 const BLOB: u32 = 3;
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(port: u16) -> System {
-    System::builder()
-        .oracle_port(port)
-        .join_timeout(Duration::from_secs(30))
-        .start()
-        .expect("system starts")
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 type Log = Arc<Mutex<Vec<(Address, MsgKind, i32)>>>;
 

@@ -2,42 +2,17 @@
 //! included), a corrupt checkpoint file, periodic checkpoints, watches, HasFailed and
 //! Terminate.
 
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vsync::checkpoint_file::CheckpointFile;
 use vsync::{Address, Group, System, VsyncError, WatchEvent};
 
+mod common;
+use common::{free_port, start, wait_30s as wait_until};
+
 const ADD: u32 = 0;
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(port: u16) -> System {
-    System::builder()
-        .oracle_port(port)
-        .join_timeout(Duration::from_secs(30))
-        .start()
-        .expect("system starts")
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("vsync-lifecycle-{tag}-{}", std::process::id()));

@@ -2,41 +2,16 @@
 //! is refused with an error naming the difference, a supplied key encrypts the persistent
 //! checkpoint, and a random key is shared through the checkpoint's `.key` file.
 
-use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vsync::checkpoint_file::{CheckpointError, CheckpointFile, FormatError};
 use vsync::{Group, System, VsyncError};
 
+mod common;
+use common::{free_port, start, wait_30s as wait_until};
+
 const NOTE: u32 = 0;
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(port: u16) -> System {
-    System::builder()
-        .oracle_port(port)
-        .join_timeout(Duration::from_secs(30))
-        .start()
-        .expect("system starts")
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 type Notes = Arc<Mutex<Vec<String>>>;
 

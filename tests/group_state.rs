@@ -1,42 +1,17 @@
 //! State transfer, join refusal on signature mismatch, query timeouts, P2P.
 
-use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vsync::query::QueryError;
 use vsync::{Address, Group, MsgKind, NReplies, System, Timeout, TimeoutAction, VsyncError};
 
+mod common;
+use common::{free_port, start, wait_30s as wait_until};
+
 const UPDATE: u32 = 0;
 const SLOW: u32 = 1;
 const NOTE: u32 = 2;
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(port: u16) -> System {
-    System::builder()
-        .oracle_port(port)
-        .join_timeout(Duration::from_secs(30))
-        .start()
-        .expect("system starts")
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 type Db = Arc<Mutex<Vec<i32>>>;
 type Notes = Arc<Mutex<Vec<(Option<Address>, Option<MsgKind>, String)>>>;

@@ -2,32 +2,18 @@
 //! member whose handler blocks past the stall limit takes the poison pill (and the group goes
 //! on without it), and sends from inside handlers never deadlock.
 
-use std::net::UdpSocket;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vsync::{Group, System, VsyncError};
+
+mod common;
+use common::{free_port, wait_until};
 
 const SLOW: u32 = 0;
 const PING: u32 = 1;
 const ECHO: u32 = 2;
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 #[test]
 fn a_slow_handler_is_reported_once() {

@@ -2,35 +2,13 @@
 //! Terminate from a handler, ...). In-process members sharing an embedded oracle on a
 //! test-private loopback port.
 
-use std::net::UdpSocket;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vsync::{Client, Group, System, Timeout, TimeoutAction, VsyncError};
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(port: u16) -> System {
-    System::builder()
-        .oracle_port(port)
-        .join_timeout(Duration::from_secs(30))
-        .start()
-        .expect("system starts")
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+mod common;
+use common::{free_port, start, wait_until};
 
 const WHO: u32 = 0;
 

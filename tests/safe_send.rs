@@ -2,41 +2,19 @@
 //! own embedded oracle port.
 
 use std::collections::HashSet;
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vsync::durability::{CompletionTag, DiskLogger, Durability, DurabilityError, LoggedMsg};
 use vsync::safe::SafeError;
 use vsync::{Address, Group, NReplies, System, Timeout, VsyncError};
 
+mod common;
+use common::{free_port, start, wait_until};
+
 const UPDATE: u32 = 0;
 const LOOKUP: u32 = 1;
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(port: u16) -> System {
-    System::builder()
-        .oracle_port(port)
-        .join_timeout(Duration::from_secs(30))
-        .start()
-        .expect("system starts")
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 /// What a member delivered: (sender index, number, completion tag if SafeSend).
 type Log = Arc<Mutex<Vec<(i32, i32, Option<CompletionTag>)>>>;
