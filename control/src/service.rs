@@ -651,8 +651,8 @@ mod tests {
         v
     }
 
-    #[test]
-    fn embedded_service_registers_creates_and_maps_multicast() {
+    /// A one-replica service with Dr. Multicast on, and member 1.1 said hello.
+    fn multicast_service_with_member() -> (OracleService, Timestamp, MemberId) {
         let cfg = ServiceConfig {
             multicast: Some(McParams::default()),
             ..ServiceConfig::default()
@@ -667,6 +667,12 @@ mod tests {
                 addr: None,
             },
         );
+        (s, t0, me)
+    }
+
+    #[test]
+    fn embedded_service_registers_creates_and_maps_multicast() {
+        let (mut s, t0, me) = multicast_service_with_member();
         assert!(drain(&mut s).contains(&FromOracle::Welcome { member: me }));
         s.handle_member(
             t0,
@@ -745,20 +751,7 @@ mod tests {
     /// to an address its peers had left, or it never joined the group's new address.
     #[test]
     fn a_member_with_a_stale_multicast_mapping_gets_the_status_again() {
-        let cfg = ServiceConfig {
-            multicast: Some(McParams::default()),
-            ..ServiceConfig::default()
-        };
-        let t0 = Timestamp::from_nanos(1);
-        let mut s = OracleService::new(Replica::new(ReplicaConfig::single()).unwrap(), cfg, t0);
-        let me = MemberId::new(1, 1);
-        s.handle_member(
-            t0,
-            ToOracle::Hello {
-                member: me,
-                addr: None,
-            },
-        );
+        let (mut s, t0, me) = multicast_service_with_member();
         s.handle_member(
             t0,
             ToOracle::Request {
