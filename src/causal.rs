@@ -50,6 +50,18 @@ use std::fmt;
 use crate::marshal::{MarshalError, Reader, Writer};
 
 /// The default bound on messages held back waiting for their causal predecessors.
+///
+/// ```
+/// use vsync::causal::{CausalError, CausalOrder, DEFAULT_MAX_HELD};
+/// let mut a = CausalOrder::<()>::new(0, 2).unwrap();
+/// let mut b = CausalOrder::<()>::new(1, 2).unwrap();
+/// let _lost = a.stamp();
+/// for _ in 0..DEFAULT_MAX_HELD {
+///     b.receive(0, a.stamp(), ()).unwrap(); // all held behind the lost message
+/// }
+/// let full = b.receive(0, a.stamp(), ());
+/// assert_eq!(full, Err(CausalError::Full { max_held: DEFAULT_MAX_HELD }));
+/// ```
 pub const DEFAULT_MAX_HELD: usize = 4096;
 
 /// A vector timestamp: entry `k` counts the messages from the member of rank `k` that the
@@ -71,36 +83,78 @@ pub struct VectorStamp(Vec<u64>);
 
 impl VectorStamp {
     /// An all-zero stamp for a view of `members` members.
+    ///
+    /// ```
+    /// use vsync::causal::VectorStamp;
+    /// assert_eq!(VectorStamp::zero(3).entries(), &[0, 0, 0]);
+    /// ```
     pub fn zero(members: usize) -> Self {
         VectorStamp(vec![0; members])
     }
 
     /// The entries, indexed by rank.
+    ///
+    /// ```
+    /// use vsync::causal::VectorStamp;
+    /// assert_eq!(VectorStamp::from(vec![1, 2]).entries(), &[1, 2]);
+    /// ```
     pub fn entries(&self) -> &[u64] {
         &self.0
     }
 
     /// The number of entries (the size of the view).
+    ///
+    /// ```
+    /// use vsync::causal::VectorStamp;
+    /// assert_eq!(VectorStamp::zero(4).len(), 4);
+    /// ```
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     /// True if the stamp has no entries.
+    ///
+    /// ```
+    /// use vsync::causal::VectorStamp;
+    /// assert!(VectorStamp::default().is_empty());
+    /// assert!(!VectorStamp::zero(1).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// The entry for `rank`, if the stamp has one.
+    ///
+    /// ```
+    /// use vsync::causal::VectorStamp;
+    /// let s = VectorStamp::from(vec![5, 7]);
+    /// assert_eq!((s.get(1), s.get(2)), (Some(7), None));
+    /// ```
     pub fn get(&self, rank: usize) -> Option<u64> {
         self.0.get(rank).copied()
     }
 
     /// The sum of the entries (saturating). If X happened before Y, `X.sum() < Y.sum()`.
+    ///
+    /// ```
+    /// use vsync::causal::VectorStamp;
+    /// assert_eq!(VectorStamp::from(vec![1, 2, 3]).sum(), 6);
+    /// assert_eq!(VectorStamp::from(vec![u64::MAX, 1]).sum(), u64::MAX);
+    /// ```
     pub fn sum(&self) -> u64 {
         self.0.iter().fold(0u64, |a, &b| a.saturating_add(b))
     }
 
     /// True if `self` happened before `other`: every entry `<=` and at least one `<`.
+    ///
+    /// ```
+    /// use vsync::causal::VectorStamp;
+    /// let x = VectorStamp::from(vec![1, 0]);
+    /// let y = VectorStamp::from(vec![1, 1]);
+    /// let z = VectorStamp::from(vec![0, 1]);
+    /// assert!(x.happened_before(&y) && !y.happened_before(&x));
+    /// assert!(!x.happened_before(&z) && !z.happened_before(&x)); // concurrent
+    /// ```
     pub fn happened_before(&self, other: &VectorStamp) -> bool {
         self.0.len() == other.0.len()
             && self.0.iter().zip(&other.0).all(|(a, b)| a <= b)
@@ -108,6 +162,15 @@ impl VectorStamp {
     }
 
     /// Appends the encoding to `w`.
+    ///
+    /// ```
+    /// use vsync::causal::VectorStamp;
+    /// use vsync::marshal::Writer;
+    /// let mut w = Writer::new();
+    /// VectorStamp::from(vec![1, 2]).encode_into(&mut w);
+    /// w.put_varint(99); // more data after the stamp
+    /// assert_eq!(w.into_vec(), [2, 1, 2, 99]);
+    /// ```
     pub fn encode_into(&self, w: &mut Writer) {
         w.put_varint(self.0.len() as u64);
         for &e in &self.0 {
@@ -116,6 +179,11 @@ impl VectorStamp {
     }
 
     /// The encoding as a fresh vector.
+    ///
+    /// ```
+    /// use vsync::causal::VectorStamp;
+    /// assert_eq!(VectorStamp::zero(2).to_bytes(), [2, 0, 0]);
+    /// ```
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(1 + self.0.len());
         self.encode_into(&mut w);
@@ -124,6 +192,14 @@ impl VectorStamp {
 
     /// Decodes one stamp from `r` (which may hold more data after it). The width must be
     /// exactly `members`; nothing is allocated before that is checked.
+    ///
+    /// ```
+    /// use vsync::causal::VectorStamp;
+    /// use vsync::marshal::Reader;
+    /// let mut r = Reader::new(&[2, 1, 2, 99]);
+    /// assert_eq!(VectorStamp::decode_from(&mut r, 2).unwrap().entries(), &[1, 2]);
+    /// assert_eq!(r.remaining(), 1); // the data after the stamp
+    /// ```
     pub fn decode_from(r: &mut Reader<'_>, members: usize) -> Result<Self, CausalError> {
         let n = r.get_varint().map_err(CausalError::Decode)?;
         if n != members as u64 {
@@ -145,6 +221,15 @@ impl VectorStamp {
 
     /// Decodes a stamp that must span all of `bytes`, for a view of `members` members.
     /// Never panics; allocates at most `members` entries.
+    ///
+    /// ```
+    /// use vsync::causal::{CausalError, VectorStamp};
+    /// assert_eq!(VectorStamp::decode(&[2, 4, 5], 2).unwrap().entries(), &[4, 5]);
+    /// assert_eq!(
+    ///     VectorStamp::decode(&[2, 4, 5], 3),
+    ///     Err(CausalError::WrongWidth { got: 2, members: 3 })
+    /// );
+    /// ```
     pub fn decode(bytes: &[u8], members: usize) -> Result<Self, CausalError> {
         let mut r = Reader::new(bytes);
         let s = Self::decode_from(&mut r, members)?;
@@ -173,6 +258,17 @@ impl fmt::Display for VectorStamp {
 }
 
 /// Why a stamp or message was refused.
+///
+/// ```
+/// use vsync::causal::{CausalError, CausalOrder};
+/// assert_eq!(
+///     CausalOrder::<()>::new(3, 3).unwrap_err(),
+///     CausalError::BadRank { rank: 3, members: 3 }
+/// );
+/// let mut c = CausalOrder::<()>::new(0, 2).unwrap();
+/// let own = c.stamp();
+/// assert_eq!(c.receive(0, own, ()), Err(CausalError::OwnMessage { rank: 0 }));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CausalError {
@@ -318,6 +414,13 @@ pub struct CausalOrder<T> {
 impl<T> CausalOrder<T> {
     /// Causal ordering for the member of rank `my_rank` in a view of `members` members, with
     /// at most [`DEFAULT_MAX_HELD`] held messages.
+    ///
+    /// ```
+    /// use vsync::causal::CausalOrder;
+    /// let c = CausalOrder::<String>::new(1, 3).unwrap();
+    /// assert_eq!((c.rank(), c.members(), c.held()), (1, 3, 0));
+    /// assert!(CausalOrder::<String>::new(3, 3).is_err());
+    /// ```
     pub fn new(my_rank: usize, members: usize) -> Result<Self, CausalError> {
         if my_rank >= members {
             return Err(CausalError::BadRank {
@@ -336,33 +439,82 @@ impl<T> CausalOrder<T> {
     /// Sets the bound on held messages (at least 1). When the bound is reached, one more
     /// message is accepted only if it is deliverable at once, so at most `max_held + 1`
     /// messages are ever held and the missing predecessor can always get in.
+    ///
+    /// ```
+    /// use vsync::causal::{CausalError, CausalOrder};
+    /// let mut a = CausalOrder::<u8>::new(0, 2).unwrap();
+    /// let mut b = CausalOrder::<u8>::new(1, 2).unwrap().with_max_held(1);
+    /// let _lost = a.stamp();
+    /// b.receive(0, a.stamp(), 2).unwrap();
+    /// assert_eq!(b.receive(0, a.stamp(), 3), Err(CausalError::Full { max_held: 1 }));
+    /// ```
     pub fn with_max_held(mut self, max_held: usize) -> Self {
         self.max_held = max_held.max(1);
         self
     }
 
     /// This member's rank.
+    ///
+    /// ```
+    /// use vsync::causal::CausalOrder;
+    /// assert_eq!(CausalOrder::<()>::new(2, 5).unwrap().rank(), 2);
+    /// ```
     pub fn rank(&self) -> usize {
         self.my_rank
     }
 
     /// The size of the view.
+    ///
+    /// ```
+    /// use vsync::causal::CausalOrder;
+    /// assert_eq!(CausalOrder::<()>::new(2, 5).unwrap().members(), 5);
+    /// ```
     pub fn members(&self) -> usize {
         self.delivered.len()
     }
 
     /// Messages delivered here per rank (for this member's own rank: messages sent).
+    ///
+    /// ```
+    /// use vsync::causal::CausalOrder;
+    /// let mut a = CausalOrder::<()>::new(0, 2).unwrap();
+    /// let mut b = CausalOrder::<()>::new(1, 2).unwrap();
+    /// b.receive(0, a.stamp(), ()).unwrap();
+    /// b.stamp();
+    /// b.stamp();
+    /// assert_eq!(b.poll(), Some((0, ())));
+    /// assert_eq!(b.delivered(), &[1, 2]); // one from rank 0, two sent
+    /// ```
     pub fn delivered(&self) -> &[u64] {
         &self.delivered
     }
 
     /// The number of messages held back.
+    ///
+    /// ```
+    /// use vsync::causal::CausalOrder;
+    /// let mut a = CausalOrder::<()>::new(0, 2).unwrap();
+    /// let mut b = CausalOrder::<()>::new(1, 2).unwrap();
+    /// let first = a.stamp();
+    /// b.receive(0, a.stamp(), ()).unwrap();
+    /// assert_eq!(b.held(), 1); // waits for `first`
+    /// b.receive(0, first, ()).unwrap();
+    /// while b.poll().is_some() {}
+    /// assert_eq!(b.held(), 0);
+    /// ```
     pub fn held(&self) -> usize {
         self.held.len()
     }
 
     /// Stamps an outgoing message. The sender delivers it to itself at once, so its own
     /// delivered count advances.
+    ///
+    /// ```
+    /// use vsync::causal::CausalOrder;
+    /// let mut c = CausalOrder::<()>::new(0, 2).unwrap();
+    /// assert_eq!(c.stamp().entries(), &[1, 0]);
+    /// assert_eq!(c.stamp().entries(), &[2, 0]);
+    /// ```
     pub fn stamp(&mut self) -> VectorStamp {
         let own = &mut self.delivered[self.my_rank];
         *own = own.saturating_add(1);
@@ -392,6 +544,15 @@ impl<T> CausalOrder<T> {
     /// Errors (the message is dropped): bad sender or stamp width, a message from ourself,
     /// a duplicate (already delivered or held), a stamp that can never become deliverable,
     /// or the held-message bound.
+    ///
+    /// ```
+    /// use vsync::causal::{CausalError, CausalOrder};
+    /// let mut a = CausalOrder::<&str>::new(0, 2).unwrap();
+    /// let mut b = CausalOrder::<&str>::new(1, 2).unwrap();
+    /// let s = a.stamp();
+    /// b.receive(0, s.clone(), "hello").unwrap();
+    /// assert_eq!(b.receive(0, s, "hello"), Err(CausalError::Duplicate { sender: 0, seq: 1 }));
+    /// ```
     pub fn receive(
         &mut self,
         sender: usize,
@@ -465,6 +626,18 @@ impl<T> CausalOrder<T> {
     ///
     /// Among several deliverable messages the one with the smallest (stamp sum, sender rank)
     /// comes first, so delivery is deterministic.
+    ///
+    /// ```
+    /// use vsync::causal::CausalOrder;
+    /// let mut a = CausalOrder::<u8>::new(0, 2).unwrap();
+    /// let mut b = CausalOrder::<u8>::new(1, 2).unwrap();
+    /// let (s1, s2) = (a.stamp(), a.stamp());
+    /// b.receive(0, s2, 2).unwrap();
+    /// b.receive(0, s1, 1).unwrap();
+    /// assert_eq!(b.poll(), Some((0, 1)));
+    /// assert_eq!(b.poll(), Some((0, 2)));
+    /// assert_eq!(b.poll(), None);
+    /// ```
     pub fn poll(&mut self) -> Option<(usize, T)> {
         let mut best: Option<(usize, (u64, usize))> = None;
         for (i, h) in self.held.iter().enumerate() {
@@ -485,6 +658,16 @@ impl<T> CausalOrder<T> {
     /// Ends the view: returns every held message in an order that respects causality among
     /// them and FIFO per sender (by stamp sum, then sender rank, then the sender's sequence
     /// number), and resets the counters for a new view of the same size and rank.
+    ///
+    /// ```
+    /// use vsync::causal::CausalOrder;
+    /// let mut a = CausalOrder::<u8>::new(0, 2).unwrap();
+    /// let mut b = CausalOrder::<u8>::new(1, 2).unwrap();
+    /// let _lost = a.stamp();
+    /// b.receive(0, a.stamp(), 2).unwrap();
+    /// assert_eq!(b.flush_view(), vec![(0, 2)]);
+    /// assert_eq!(b.delivered(), &[0, 0]); // counters restart
+    /// ```
     pub fn flush_view(&mut self) -> Vec<(usize, T)> {
         let mut held = std::mem::take(&mut self.held);
         held.sort_by_key(|h| (h.stamp.sum(), h.sender, h.stamp.0[h.sender]));
@@ -494,6 +677,14 @@ impl<T> CausalOrder<T> {
 
     /// Ends the view like [`flush_view`](Self::flush_view) and starts the next one, in which
     /// this member has rank `my_rank` among `members` members. On a bad rank nothing changes.
+    ///
+    /// ```
+    /// use vsync::causal::CausalOrder;
+    /// let mut c = CausalOrder::<u8>::new(1, 2).unwrap();
+    /// assert!(c.start_view(0, 3).unwrap().is_empty());
+    /// assert_eq!((c.rank(), c.members()), (0, 3));
+    /// assert!(c.start_view(3, 3).is_err());
+    /// ```
     pub fn start_view(
         &mut self,
         my_rank: usize,

@@ -53,14 +53,32 @@ use xxhash_rust::xxh3::xxh3_64;
 
 const MAGIC: [u8; 4] = *b"VSCK";
 /// The format version written.
+///
+/// ```
+/// use vsync::checkpoint_file::{encode, VERSION};
+/// assert_eq!(encode(&[])[4], VERSION); // after the 4-byte magic
+/// ```
 pub const VERSION: u8 = 1;
 const HEADER: usize = 4 + 4 + 4;
 const TRAILER: usize = 8;
 
 /// The default bound on a checkpoint file's size: 4 GiB.
+///
+/// ```
+/// use vsync::checkpoint_file::{CheckpointFile, DEFAULT_MAX_SIZE};
+/// assert_eq!(CheckpointFile::new("g.ckpt").max_size(), DEFAULT_MAX_SIZE);
+/// ```
 pub const DEFAULT_MAX_SIZE: u64 = 4 << 30;
 
 /// What is wrong with the bytes of a checkpoint.
+///
+/// ```
+/// use vsync::checkpoint_file::{decode, encode, FormatError};
+/// assert_eq!(decode(b"NOPE and more bytes"), Err(FormatError::BadMagic));
+/// let mut bytes = encode(&[b"state"]);
+/// bytes[12] ^= 1; // damage a length byte
+/// assert!(matches!(decode(&bytes), Err(FormatError::ChecksumMismatch { .. })));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FormatError {
@@ -150,6 +168,16 @@ impl fmt::Display for FormatError {
 impl std::error::Error for FormatError {}
 
 /// Why a checkpoint could not be written or loaded.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("vsck-err-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// use vsync::checkpoint_file::{CheckpointError, CheckpointFile};
+/// std::fs::write(dir.join("g.ckpt"), b"garbage").unwrap();
+/// let err = CheckpointFile::new(dir.join("g.ckpt")).load().unwrap_err();
+/// assert!(matches!(err, CheckpointError::Corrupt { .. }));
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum CheckpointError {
@@ -232,6 +260,13 @@ pub fn encode(chunks: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Decodes a checkpoint. Never panics; allocates no more than the input's size.
+///
+/// ```
+/// use vsync::checkpoint_file::{decode, encode, FormatError};
+/// let bytes = encode(&[b"one", b"two"]);
+/// assert_eq!(decode(&bytes).unwrap(), vec![b"one".to_vec(), b"two".to_vec()]);
+/// assert_eq!(decode(&bytes[..5]), Err(FormatError::TooShort { len: 5 }));
+/// ```
 pub fn decode(bytes: &[u8]) -> Result<Vec<Vec<u8>>, FormatError> {
     if bytes.len() < HEADER + TRAILER {
         if bytes.len() >= 4 && bytes[..4] != MAGIC {
@@ -279,6 +314,16 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Vec<u8>>, FormatError> {
 }
 
 /// A persistent group's checkpoint file. See the [module docs](self).
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("vsck-struct-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// use vsync::checkpoint_file::CheckpointFile;
+/// let ckpt = CheckpointFile::new(dir.join("g.ckpt"));
+/// ckpt.write(&[b"state"]).unwrap();
+/// assert_eq!(ckpt.load().unwrap(), Some(vec![b"state".to_vec()]));
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 #[derive(Clone, Debug)]
 pub struct CheckpointFile {
     path: PathBuf,
@@ -299,6 +344,12 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 impl CheckpointFile {
     /// The checkpoint file at `path` (nothing is touched until a write or load).
+    ///
+    /// ```
+    /// use vsync::checkpoint_file::CheckpointFile;
+    /// let ckpt = CheckpointFile::new("/var/lib/myapp/g.ckpt");
+    /// assert_eq!(ckpt.path(), std::path::Path::new("/var/lib/myapp/g.ckpt"));
+    /// ```
     pub fn new(path: impl Into<PathBuf>) -> Self {
         CheckpointFile {
             path: path.into(),
@@ -309,39 +360,92 @@ impl CheckpointFile {
 
     /// Encrypts checkpoints with a secure group's key (`SetSecure(key)`): written files are
     /// AES-256-GCM sealed, and loads refuse files that are not, or that do not decrypt.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("vsck-key-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use vsync::checkpoint_file::CheckpointFile;
+    /// let sealed = CheckpointFile::new(dir.join("g.ckpt")).with_key([9; 32]);
+    /// sealed.write(&[b"secret"]).unwrap();
+    /// assert_eq!(sealed.load().unwrap(), Some(vec![b"secret".to_vec()]));
+    /// assert!(CheckpointFile::new(dir.join("g.ckpt")).load().is_err()); // no key
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
     pub fn with_key(mut self, key: [u8; 32]) -> Self {
         self.key = Some(key);
         self
     }
 
     /// Sets the largest file [`load`](Self::load) will read.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("vsck-max-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use vsync::checkpoint_file::{CheckpointError, CheckpointFile};
+    /// let ckpt = CheckpointFile::new(dir.join("g.ckpt"));
+    /// ckpt.write(&[&[0u8; 100]]).unwrap();
+    /// let small = CheckpointFile::new(dir.join("g.ckpt")).with_max_size(64);
+    /// assert!(matches!(small.load(), Err(CheckpointError::TooLarge { .. })));
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
     pub fn with_max_size(mut self, bytes: u64) -> Self {
         self.max_size = bytes;
         self
     }
 
     /// The largest file [`load`](Self::load) will read.
+    ///
+    /// ```
+    /// use vsync::checkpoint_file::CheckpointFile;
+    /// assert_eq!(CheckpointFile::new("g.ckpt").with_max_size(1 << 20).max_size(), 1 << 20);
+    /// ```
     pub fn max_size(&self) -> u64 {
         self.max_size
     }
 
     /// The checkpoint file.
+    ///
+    /// ```
+    /// use vsync::checkpoint_file::CheckpointFile;
+    /// assert_eq!(CheckpointFile::new("g.ckpt").path(), std::path::Path::new("g.ckpt"));
+    /// ```
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// The previous checkpoint: `{path}.bak`.
+    ///
+    /// ```
+    /// use vsync::checkpoint_file::CheckpointFile;
+    /// assert_eq!(CheckpointFile::new("g.ckpt").backup_path(), std::path::Path::new("g.ckpt.bak"));
+    /// ```
     pub fn backup_path(&self) -> PathBuf {
         with_suffix(&self.path, ".bak")
     }
 
     /// The temporary file a new checkpoint is written to: `{path}.tmp`.
+    ///
+    /// ```
+    /// use vsync::checkpoint_file::CheckpointFile;
+    /// assert_eq!(CheckpointFile::new("g.ckpt").tmp_path(), std::path::Path::new("g.ckpt.tmp"));
+    /// ```
     pub fn tmp_path(&self) -> PathBuf {
         with_suffix(&self.path, ".tmp")
     }
 
     /// Writes a new checkpoint made of `chunks`, atomically replacing the current one, which
     /// becomes the backup. On error the current checkpoint is left in place.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("vsck-write-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use vsync::checkpoint_file::CheckpointFile;
+    /// let ckpt = CheckpointFile::new(dir.join("g.ckpt"));
+    /// ckpt.write(&[b"v1"]).unwrap();
+    /// ckpt.write(&[b"v2"]).unwrap();
+    /// assert!(ckpt.backup_path().exists() && !ckpt.tmp_path().exists());
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
     pub fn write(&self, chunks: &[&[u8]]) -> Result<(), CheckpointError> {
         let io = |op: &'static str, path: &Path| {
             let path = path.to_path_buf();
@@ -396,11 +500,33 @@ impl CheckpointFile {
     }
 
     /// Loads the checkpoint: `None` if there is no file, its chunks if it is valid.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("vsck-load-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use vsync::checkpoint_file::CheckpointFile;
+    /// let ckpt = CheckpointFile::new(dir.join("g.ckpt"));
+    /// assert_eq!(ckpt.load().unwrap(), None); // no file yet
+    /// ckpt.write(&[b"a", b"b"]).unwrap();
+    /// assert_eq!(ckpt.load().unwrap().unwrap().len(), 2);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
     pub fn load(&self) -> Result<Option<Vec<Vec<u8>>>, CheckpointError> {
         self.load_from(&self.path)
     }
 
     /// Loads the backup (the previous checkpoint), like [`load`](Self::load).
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("vsck-bak-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use vsync::checkpoint_file::CheckpointFile;
+    /// let ckpt = CheckpointFile::new(dir.join("g.ckpt"));
+    /// ckpt.write(&[b"v1"]).unwrap();
+    /// ckpt.write(&[b"v2"]).unwrap();
+    /// assert_eq!(ckpt.load_backup().unwrap(), Some(vec![b"v1".to_vec()]));
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
     pub fn load_backup(&self) -> Result<Option<Vec<Vec<u8>>>, CheckpointError> {
         self.load_from(&self.backup_path())
     }

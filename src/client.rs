@@ -55,14 +55,32 @@ use crate::query::{Replies, ReplyCollector, ReplyKind, Timeout};
 use crate::system::{gid_of, Cmd, Done, System};
 
 /// How often an unanswered client request is retransmitted to the same representative.
+///
+/// ```
+/// use vsync::client::{REHOME_AFTER, RETRY_EVERY};
+/// assert!(RETRY_EVERY < REHOME_AFTER); // several retries before re-homing
+/// ```
 pub const RETRY_EVERY: Duration = Duration::from_millis(100);
 /// How long a client waits for its representative before re-homing to another member.
+///
+/// ```
+/// use vsync::{client::REHOME_AFTER, Timeout};
+/// assert!(REHOME_AFTER < Timeout::default().after);
+/// ```
 pub const REHOME_AFTER: Duration = Duration::from_millis(1000);
 /// Replies a representative keeps to answer retransmitted requests.
+///
+/// ```
+/// assert!(vsync::client::REPLY_CACHE >= 1);
+/// ```
 pub const REPLY_CACHE: usize = 4096;
 /// Client requests a representative runs (or has queued for its handlers) at once; more are
 /// dropped and counted ([`ClientStats::busy_dropped`]) — the clients retransmit. Bounds the
 /// memory remote clients can make a member hold.
+///
+/// ```
+/// assert!(vsync::client::MAX_SERVING >= 1);
+/// ```
 pub const MAX_SERVING: usize = 4096;
 /// Client return addresses a representative remembers (for redirects); the oldest
 /// forgotten first.
@@ -76,6 +94,13 @@ const F_ELSEWHERE: u8 = 4;
 const CLIENT_QID_BIT: u64 = 1 << 63;
 
 /// Counters of the client protocol, for tests and diagnostics.
+///
+/// ```no_run
+/// # let sys = vsync::System::start()?;
+/// let s: vsync::client::ClientStats = sys.client_stats()?;
+/// println!("{} requests served, {} from the cache", s.requests_in, s.answered_from_cache);
+/// # Ok::<(), vsync::VsyncError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClientStats {
     /// Requests received as representative (retransmissions included).
@@ -672,6 +697,14 @@ pub struct Client {
 
 impl Client {
     /// A client of group `name` (nothing is sent until the first query).
+    ///
+    /// ```no_run
+    /// # use vsync::{Client, System};
+    /// # let sys = System::start()?;
+    /// let c = Client::new(&sys, "directory")?;
+    /// assert!(Client::new(&sys, "").is_err());
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn new(system: &System, name: &str) -> Result<Client, VsyncError> {
         system.check()?;
         if name.is_empty() || name.len() > 256 {
@@ -688,6 +721,14 @@ impl Client {
     }
 
     /// The group's name.
+    ///
+    /// ```no_run
+    /// # use vsync::{Client, System};
+    /// # let sys = System::start()?;
+    /// let c = Client::new(&sys, "directory")?;
+    /// assert_eq!(c.name(), "directory");
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -696,6 +737,15 @@ impl Client {
     /// reply (at most one; none if the timeout passes with `Failure` or `NullReply`, an error
     /// with `Abort`). An `AbortReply` — including "not enabled for clients" — is a
     /// [`VsyncError::Query`]. Reissued at another member if the representative fails.
+    ///
+    /// ```no_run
+    /// # use vsync::{Client, System, Timeout, TimeoutAction};
+    /// # let sys = System::start()?;
+    /// let c = Client::new(&sys, "directory")?;
+    /// let r = c.p2p_query(Timeout::millis(2000, TimeoutAction::Abort), 1, ("Ken".to_string(),))?;
+    /// let numbers: Vec<String> = r.decode()?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn p2p_query(
         &self,
         timeout: Timeout,

@@ -270,41 +270,107 @@ impl View {
     }
 
     /// The rank of `who` (its index in `members`).
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, View};
+    /// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+    /// let v = View { group: "g".into(), id: 1, members: vec![a, b], joined: vec![],
+    ///     left: vec![], failed: vec![], me: a };
+    /// assert_eq!(v.rank_of(b), Some(1));
+    /// assert_eq!(v.rank_of(Address::new(3, 1)), None);
+    /// ```
     pub fn rank_of(&self, who: Address) -> Option<usize> {
         self.members.iter().position(|m| *m == who)
     }
 
     /// This member's rank (Isis² `GetMyRank`).
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, View};
+    /// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+    /// let v = View { group: "g".into(), id: 1, members: vec![a, b], joined: vec![],
+    ///     left: vec![], failed: vec![], me: b };
+    /// assert_eq!(v.my_rank(), Some(1));
+    /// ```
     pub fn my_rank(&self) -> Option<usize> {
         self.rank_of(self.me)
     }
 
     /// True if this member has rank 0.
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, View};
+    /// let a = Address::new(1, 1);
+    /// let v = View { group: "g".into(), id: 1, members: vec![a], joined: vec![a],
+    ///     left: vec![], failed: vec![], me: a };
+    /// assert!(v.i_am_leader());
+    /// ```
     pub fn i_am_leader(&self) -> bool {
         self.members.first() == Some(&self.me)
     }
 
     /// The number of members.
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, View};
+    /// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+    /// let v = View { group: "g".into(), id: 1, members: vec![a, b], joined: vec![],
+    ///     left: vec![], failed: vec![], me: a };
+    /// assert_eq!(v.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.members.len()
     }
 
     /// True if there are no members.
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, View};
+    /// let a = Address::new(1, 1);
+    /// let v = View { group: "g".into(), id: 3, members: vec![], joined: vec![],
+    ///     left: vec![a], failed: vec![], me: a };
+    /// assert!(v.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
 
     /// True if `who` is a member.
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, View};
+    /// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+    /// let v = View { group: "g".into(), id: 2, members: vec![a], joined: vec![],
+    ///     left: vec![], failed: vec![b], me: a };
+    /// assert!(v.contains(a) && !v.contains(b));
+    /// ```
     pub fn contains(&self, who: Address) -> bool {
         self.rank_of(who).is_some()
     }
 
     /// Everyone removed by this view (Isis² `leaving`: left and failed).
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, View};
+    /// let (a, b, c) = (Address::new(1, 1), Address::new(2, 1), Address::new(3, 1));
+    /// let v = View { group: "g".into(), id: 4, members: vec![a], joined: vec![],
+    ///     left: vec![b], failed: vec![c], me: a };
+    /// assert_eq!(v.leaving(), vec![b, c]);
+    /// ```
     pub fn leaving(&self) -> Vec<Address> {
         self.left.iter().chain(&self.failed).copied().collect()
     }
 
     /// The marshallable form (for sending a view in a message).
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, View};
+    /// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+    /// let v = View { group: "g".into(), id: 2, members: vec![a], joined: vec![],
+    ///     left: vec![b], failed: vec![], me: a };
+    /// let m = v.to_marshal();
+    /// assert_eq!((m.id, m.members, m.left), (2, vec![a], vec![b]));
+    /// ```
     pub fn to_marshal(&self) -> crate::marshal::View {
         crate::marshal::View {
             group: gid_of(&self.group).0,
@@ -340,8 +406,20 @@ impl fmt::Display for View {
 
 /// Arguments for a send or query: a tuple of [`Encode`] values (`(rank, n)`, `(n,)`, `()`),
 /// or a prebuilt [`ArgList`] (for example from [`args!`](crate::args)).
+///
+/// ```
+/// use vsync::IntoArgs;
+/// let a = (7i32, String::from("x")).into_arg_list();
+/// assert_eq!(a.signature().to_string(), "(i32, String)");
+/// ```
 pub trait IntoArgs {
     /// The marshalled argument list.
+    ///
+    /// ```
+    /// use vsync::IntoArgs;
+    /// let a = (1u8, true).into_arg_list();
+    /// assert_eq!(a.decode::<(u8, bool)>().unwrap(), (1, true));
+    /// ```
     fn into_arg_list(self) -> ArgList;
 }
 
@@ -423,6 +501,16 @@ struct GroupInner {
 
 /// An Isis² process group. Cheap to clone (clones are the same group object); handlers may
 /// capture a clone to send or query from inside an upcall. See the [module docs](self).
+///
+/// ```no_run
+/// # use vsync::{Group, System};
+/// # let sys = System::start()?;
+/// let g = Group::new(&sys, "foo")?;
+/// let h = g.clone();
+/// g.on(0, move |n: i32| println!("{n} from {:?}", h.sender()))?;
+/// g.join()?;
+/// # Ok::<(), vsync::VsyncError>(())
+/// ```
 #[derive(Clone)]
 pub struct Group {
     inner: Arc<GroupInner>,
@@ -447,6 +535,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Group {
     /// A group object for `name` (1..=256 bytes) in `system`; nothing is sent until
     /// [`Group::join`].
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// let g = Group::new(&sys, "foo")?;
+    /// assert!(Group::new(&sys, "").is_err());
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn new(system: &System, name: &str) -> Result<Group, VsyncError> {
         system.check()?;
         if name.is_empty() || name.len() > MAX_GROUP_NAME {
@@ -489,11 +585,27 @@ impl Group {
     }
 
     /// The group's name.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// let g = Group::new(&sys, "foo")?;
+    /// assert_eq!(g.name(), "foo");
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn name(&self) -> &str {
         &self.inner.name
     }
 
     /// The system this group belongs to.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// let g = Group::new(&sys, "foo")?;
+    /// println!("I am {}", g.system().my_address());
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn system(&self) -> &System {
         &self.inner.system
     }
@@ -515,6 +627,16 @@ impl Group {
     /// differ (a message runs the ones whose signature matches). A handler returns `()`
     /// (no reply: `NullReply` to a query), a value (the reply), or a [`Reply`]
     /// (`Reply::abort(..)` is `AbortReply`). Only before joining.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System, Reply};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// g.on(0, |name: String, n: i32| println!("{name}: {n}"))?; // a message handler
+    /// g.on(1, |n: i32| n * 2)?; // a query handler replying with a value
+    /// g.on(1, |_s: String| Reply::abort("strings not supported"))?; // same code, other signature
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn on<A, R, H: Handler<A, R>>(
         &self,
         code: RequestCode,
@@ -528,6 +650,15 @@ impl Group {
 
     /// Registers a view callback (Isis² `ViewHandlers`), run on the delivery thread for every
     /// new view, in order with the messages. Only before joining.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// g.on_view(|v| println!("view {} with {} members, rank {:?}", v.id, v.len(), v.my_rank()))?;
+    /// g.join()?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn on_view(&self, f: impl FnMut(&View) + Send + 'static) -> Result<&Self, VsyncError> {
         self.before_join(|cb| cb.views.push(Box::new(f)))?;
         Ok(self)
@@ -536,6 +667,17 @@ impl Group {
     /// Registers the state-transfer maker (Isis² `MakeChkpt`): called at the rank-0 member
     /// when a view adds joiners; its chunks reach every joiner of that view. Only before
     /// joining.
+    ///
+    /// ```no_run
+    /// # use std::sync::{Arc, Mutex};
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// let state = Arc::new(Mutex::new(vec![1u8, 2, 3]));
+    /// let s = state.clone();
+    /// g.make_checkpoint(move || vec![s.lock().unwrap().clone()])?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn make_checkpoint(
         &self,
         f: impl FnMut() -> Vec<Vec<u8>> + Send + 'static,
@@ -546,6 +688,17 @@ impl Group {
 
     /// Registers the state-transfer loader (Isis² `LoadChkpt`): called at a joiner, before
     /// its first view callback, with the chunks rank 0 made. Only before joining.
+    ///
+    /// ```no_run
+    /// # use std::sync::{Arc, Mutex};
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// let state = Arc::new(Mutex::new(Vec::<u8>::new()));
+    /// let s = state.clone();
+    /// g.load_checkpoint(move |chunks| *s.lock().unwrap() = chunks.concat())?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn load_checkpoint(
         &self,
         f: impl FnMut(Vec<Vec<u8>>) + Send + 'static,
@@ -698,6 +851,16 @@ impl Group {
     /// checkpoint every `interval` (`None`, like `SetCheckpointInterval(-1)`, returns to
     /// manual checkpoints). May be called before or after joining; every member may call it
     /// (whoever is rank 0 acts on it).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// g.set_checkpoint_interval(Some(Duration::from_secs(60)))?;
+    /// g.set_checkpoint_interval(None)?; // back to manual checkpoints
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn set_checkpoint_interval(&self, interval: Option<Duration>) -> Result<(), VsyncError> {
         self.inner.system.check()?;
         let ms = match interval {
@@ -746,6 +909,16 @@ impl Group {
     }
 
     /// Cancels a watch; false if it was already cancelled.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// let id = g.watch(sys.my_address(), |who, ev| println!("{who}: {ev:?}"))?;
+    /// assert!(g.cancel_watch(id));
+    /// assert!(!g.cancel_watch(id));
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn cancel_watch(&self, id: WatchId) -> bool {
         lock(&self.inner.watches).cancel(id)
     }
@@ -897,6 +1070,15 @@ impl Group {
 
     /// Registers a user type (Isis² `Msg.RegisterType`) whose definition becomes part of the
     /// group signature. Types used by handler signatures are registered automatically.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// g.register_type::<Vec<(String, u64)>>()?;
+    /// g.join()?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn register_type<T: Encode + ?Sized>(&self) -> Result<&Self, VsyncError> {
         self.inner.system.check()?;
         let mut l = lock(&self.inner.local);
@@ -911,16 +1093,43 @@ impl Group {
 
     /// Isis² `Join()`: joins the group, creating it if it does not exist. Returns once this
     /// member's first view has been delivered (after its checkpoint is loaded).
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// let g = Group::new(&sys, "foo")?;
+    /// g.join()?;
+    /// assert!(g.is_joined());
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn join(&self) -> Result<(), VsyncError> {
         self.do_join(JoinMode::JoinOrCreate)
     }
 
     /// Creates the group with this member as its only member; fails if it exists.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// let g = Group::new(&sys, "fresh-group")?;
+    /// g.create()?; // an error if "fresh-group" already has members
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn create(&self) -> Result<(), VsyncError> {
         self.do_join(JoinMode::Create)
     }
 
     /// Joins an existing group; fails (the oracle's "unknown group") if it does not exist.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// let g = Group::new(&sys, "foo")?;
+    /// if g.join_existing().is_err() {
+    ///     println!("nobody runs foo yet");
+    /// }
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn join_existing(&self) -> Result<(), VsyncError> {
         self.do_join(JoinMode::JoinExisting)
     }
@@ -1071,6 +1280,16 @@ impl Group {
 
     /// Leaves the group gracefully: the others see this member in [`View::left`] (not
     /// [`View::failed`]). Returns once the member is out of the group.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// g.join()?;
+    /// g.leave()?;
+    /// assert!(!g.is_joined() && g.view().is_none());
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn leave(&self) -> Result<(), VsyncError> {
         self.joined()?;
         let sys = &self.inner.system;
@@ -1088,28 +1307,82 @@ impl Group {
 
     /// The current view, as the delivery thread last delivered it (so inside a handler it is
     /// the view the message is delivered in). `None` before joining and after leaving.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// g.join()?;
+    /// let v = g.view().expect("joined");
+    /// println!("{} members, leader {}", v.len(), v.members[0]);
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn view(&self) -> Option<View> {
         lock(&self.inner.view).clone()
     }
 
     /// Inside a handler: the sender of the message being delivered (Isis² `GetSender`-style
     /// context); `None` outside handlers.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// let h = g.clone();
+    /// g.on(0, move |n: i32| println!("{n} from {}", h.sender().unwrap()))?;
+    /// assert_eq!(g.sender(), None); // outside a handler
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn sender(&self) -> Option<Address> {
         lock(&self.inner.current).map(|(a, _)| a)
     }
 
     /// Inside a handler: whether the message came by Send, OrderedSend, P2P, CausalSend,
     /// RawSend or RawP2PSend.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, MsgKind, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// let h = g.clone();
+    /// g.on(0, move |n: i32| {
+    ///     if h.message_kind() == Some(MsgKind::Ordered) {
+    ///         println!("{n} arrived in the total order");
+    ///     }
+    /// })?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn message_kind(&self) -> Option<MsgKind> {
         lock(&self.inner.current).map(|(_, k)| k)
     }
 
     /// This member's rank in [`Group::view`].
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// g.join()?;
+    /// if g.my_rank() == Some(0) {
+    ///     println!("I am the leader");
+    /// }
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn my_rank(&self) -> Option<usize> {
         self.view().and_then(|v| v.my_rank())
     }
 
     /// True between a successful join and leaving (or shutdown).
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// let g = Group::new(&sys, "foo")?;
+    /// assert!(!g.is_joined());
+    /// g.join()?;
+    /// assert!(g.is_joined());
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn is_joined(&self) -> bool {
         self.inner.system.is_active() && lock(&self.inner.local).phase == Phase::Joined
     }
@@ -1177,17 +1450,48 @@ impl Group {
     /// Isis² `Send`: FIFO multicast to the current view (sender order is kept; different
     /// senders' messages may interleave differently at different members). Returns once
     /// queued; the handlers of `code` whose signature matches run at every member.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// g.on(0, |name: String, n: i32| println!("{name} = {n}"))?;
+    /// g.join()?;
+    /// g.send(0, ("x".to_string(), 1i32))?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn send(&self, code: RequestCode, args: impl IntoArgs) -> Result<(), VsyncError> {
         self.multicast(false, code, args)
     }
 
     /// Isis² `OrderedSend`: totally ordered multicast (every member delivers all OrderedSends
     /// in the same order).
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// g.on(0, |n: i64| println!("deposit {n}"))?;
+    /// g.join()?;
+    /// g.ordered_send(0, (100i64,))?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn ordered_send(&self, code: RequestCode, args: impl IntoArgs) -> Result<(), VsyncError> {
         self.multicast(true, code, args)
     }
 
     /// Isis² `P2PSend`: a reliable FIFO message to one member of the current view.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// g.on(0, |msg: String| println!("{msg}"))?;
+    /// g.join()?;
+    /// let leader = g.view().unwrap().members[0];
+    /// g.p2p_send(leader, 0, ("hello leader".to_string(),))?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn p2p_send(
         &self,
         to: Address,
@@ -1235,6 +1539,18 @@ impl Group {
     /// Isis² `Query`: a Send-ordered multicast whose handlers reply; waits for `want`
     /// replies (members that fail or send `NullReply` are not waited for) or the timeout.
     /// An `AbortReply` fails the call with [`VsyncError::Query`].
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, NReplies, System, Timeout};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// g.on(0, |n: i32| n + 1)?;
+    /// g.join()?;
+    /// let replies = g.query(NReplies::All, Timeout::default(), 0, (41i32,))?;
+    /// let answers: Vec<i32> = replies.decode()?;
+    /// assert!(answers.iter().all(|a| *a == 42));
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn query(
         &self,
         want: NReplies,
@@ -1247,6 +1563,17 @@ impl Group {
 
     /// Isis² `OrderedQuery`: like [`Group::query`] with OrderedSend delivery order, so every
     /// member answers in the same state.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, NReplies, System, Timeout};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// g.on(0, |key: String| key.len() as u64)?;
+    /// g.join()?;
+    /// let r = g.ordered_query(NReplies::Count(1), Timeout::default(), 0, ("k".to_string(),))?;
+    /// let lens: Vec<u64> = r.decode()?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn ordered_query(
         &self,
         want: NReplies,
@@ -1259,12 +1586,32 @@ impl Group {
 
     /// Isis² `Flush`: returns once every multicast this member sent to the group is held by
     /// every other member (all-stable).
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// # g.join()?;
+    /// g.send(0, (1i32,))?;
+    /// g.flush()?; // every member now holds the send
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn flush(&self) -> Result<(), VsyncError> {
         self.do_flush(None)
     }
 
     /// Isis² `Flush(k)`: returns once this member's multicasts are held by at least `k`
     /// other members (capped at the group's size).
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// # g.join()?;
+    /// g.send(0, (1i32,))?;
+    /// g.flush_k(2)?; // at least two other members hold it
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn flush_k(&self, k: usize) -> Result<(), VsyncError> {
         self.do_flush(Some(k))
     }
@@ -1475,8 +1822,19 @@ impl Group {
     /// Isis² `Done(ct)`: the asynchronous update begun for `tag` is complete. The acceptors
     /// garbage-collect the message's log entry (in delivery order) once every member that
     /// delivered it is done. A tag with no pending asynchronous update
-    /// is [`SafeError::UnknownTag`](crate::safe::SafeError::UnknownTag). See
-    /// [`Group::begin_async_update`] for an example.
+    /// is [`SafeError::UnknownTag`](crate::safe::SafeError::UnknownTag).
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// let h = g.clone();
+    /// g.on(0, move |_n: i64| {
+    ///     let tag = h.begin_async_update().unwrap();
+    ///     h.done(tag).unwrap(); // the update finished
+    /// })?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn done(&self, tag: CompletionTag) -> Result<(), VsyncError> {
         self.inner.safe.done(tag)?;
         self.inner.system.submit_internal(Cmd::SafeDone {
@@ -1594,6 +1952,18 @@ fn serve(
 
 /// A query's reply handed to another thread (Isis² `SetReplyThread`): see
 /// [`Group::defer_reply`]. Dropping it without replying sends a `NullReply`.
+///
+/// ```no_run
+/// # use vsync::{Group, System};
+/// # let sys = System::start()?;
+/// # let g = Group::new(&sys, "foo")?;
+/// let h = g.clone();
+/// g.on(0, move |n: i32| {
+///     let r = h.defer_reply().unwrap();
+///     std::thread::spawn(move || r.send(n * 2));
+/// })?;
+/// # Ok::<(), vsync::VsyncError>(())
+/// ```
 #[derive(Debug)]
 pub struct DeferredReply {
     sys: System,
@@ -1603,6 +1973,22 @@ pub struct DeferredReply {
 impl DeferredReply {
     /// Sends the reply: a value (`Reply::value(&v)` or any `Encode` value), `()` / `Reply::None`
     /// for a `NullReply`, or `Reply::abort(reason)` for an `AbortReply`.
+    ///
+    /// ```no_run
+    /// # use vsync::{Group, Reply, System};
+    /// # let sys = System::start()?;
+    /// # let g = Group::new(&sys, "foo")?;
+    /// let h = g.clone();
+    /// g.on(0, move |n: i32| {
+    ///     let r = h.defer_reply().unwrap();
+    ///     if n < 0 {
+    ///         r.send(Reply::abort("negative"));
+    ///     } else {
+    ///         r.send(n.to_string());
+    ///     }
+    /// })?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn send(mut self, reply: impl IntoReply) {
         if let Some(route) = self.route.take() {
             route.send(&self.sys, reply_kind(Ok(reply.into_reply())));

@@ -62,9 +62,21 @@ use std::time::Duration;
 use crate::marshal::{Address, ArgsRef, FromArgs, Marshal, MarshalError};
 
 /// Identifies a query at its caller.
+///
+/// ```
+/// let r = vsync::query::Replies::default();
+/// let id: vsync::query::QueryId = r.query_id();
+/// assert_eq!(id, 0);
+/// ```
 pub type QueryId = u64;
 
 /// How many replies a query waits for.
+///
+/// ```
+/// use vsync::NReplies;
+/// let want = NReplies::Majority;
+/// assert_eq!(want.wanted(3), 2);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NReplies {
     /// All members of the view at send time (those still alive).
@@ -95,6 +107,12 @@ impl NReplies {
 }
 
 /// What to do with the members still awaited when a query times out.
+///
+/// ```
+/// use vsync::{Timeout, TimeoutAction};
+/// let t = Timeout::millis(200, TimeoutAction::Abort); // fail the query if anyone is late
+/// assert_eq!(t.action, TimeoutAction::Abort);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeoutAction {
     /// The manual's `TO_FAILURE`: report them as failed and finish with what arrived.
@@ -126,14 +144,32 @@ pub struct Timeout {
 
 impl Timeout {
     /// The manual's default wait: 15 seconds.
+    ///
+    /// ```
+    /// use vsync::Timeout;
+    /// assert_eq!(Timeout::default().after, Timeout::DEFAULT_AFTER);
+    /// ```
     pub const DEFAULT_AFTER: Duration = Duration::from_secs(15);
 
     /// A timeout of `after`, then `action`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vsync::{Timeout, TimeoutAction};
+    /// let t = Timeout::new(Duration::from_secs(2), TimeoutAction::Failure);
+    /// assert_eq!(t, Timeout::millis(2000, TimeoutAction::Failure));
+    /// ```
     pub const fn new(after: Duration, action: TimeoutAction) -> Self {
         Timeout { after, action }
     }
 
     /// A timeout of `ms` milliseconds (the manual's `new Timeout(ms, action)`).
+    ///
+    /// ```
+    /// use vsync::{Timeout, TimeoutAction};
+    /// const QUICK: Timeout = Timeout::millis(250, TimeoutAction::NullReply);
+    /// assert_eq!(QUICK.after.as_millis(), 250);
+    /// ```
     pub const fn millis(ms: u64, action: TimeoutAction) -> Self {
         Timeout::new(Duration::from_millis(ms), action)
     }
@@ -147,6 +183,19 @@ impl Default for Timeout {
 }
 
 /// What a member answered.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use vsync::marshal::{Address, ArgList};
+/// # use vsync::query::*;
+/// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+/// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+/// let mut q = ReplyCollector::new(1, &m, NReplies::All, Timeout::default(), Duration::ZERO);
+/// q.on_reply(m[0], val(1)).unwrap();
+/// q.on_reply(m[1], ReplyKind::Null).unwrap();
+/// q.on_reply(m[2], ReplyKind::Abort("no".into())).unwrap();
+/// assert!(q.finish().is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReplyKind {
     /// A reply: a marshalled [`ArgList`](crate::marshal::ArgList).
@@ -158,6 +207,17 @@ pub enum ReplyKind {
 }
 
 /// What [`ReplyCollector::on_reply`] did with a reply.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use vsync::marshal::{Address, ArgList};
+/// # use vsync::query::*;
+/// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+/// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+/// let mut q = ReplyCollector::new(1, &m, NReplies::All, Timeout::default(), Duration::ZERO);
+/// assert_eq!(q.on_reply(m[0], val(1)), Ok(ReplyOutcome::Accepted));
+/// assert_eq!(q.on_reply(m[0], val(1)), Ok(ReplyOutcome::Duplicate));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplyOutcome {
     /// Counted (a value, a null reply or an abort).
@@ -171,6 +231,18 @@ pub enum ReplyOutcome {
 }
 
 /// Why a query failed, or its replies could not be decoded.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use vsync::marshal::{Address, ArgList};
+/// # use vsync::query::*;
+/// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+/// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+/// let mut q = ReplyCollector::new(5, &m, NReplies::All, Timeout::default(), Duration::ZERO);
+/// let e = q.on_reply(Address::new(9, 0), val(1)).unwrap_err();
+/// assert_eq!(e, QueryError::UnexpectedSender { query: 5, from: Address::new(9, 0) });
+/// assert!(matches!(q.finish(), Err(QueryError::NotDone { got: 0, wanted: 3, awaiting: 3 })));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum QueryError {
@@ -327,74 +399,253 @@ pub struct Replies {
 
 impl Replies {
     /// The query these replies answer.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let q = ReplyCollector::new(42, &m, NReplies::All, Timeout::default(), Duration::ZERO);
+    /// # let mut q = q; for a in &m { q.on_reply(*a, ReplyKind::Null).unwrap(); }
+    /// assert_eq!(q.finish().unwrap().query_id(), 42);
+    /// ```
     pub fn query_id(&self) -> QueryId {
         self.query
     }
 
     /// The number of (value) replies.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q = ReplyCollector::new(1, &m, NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// q.on_reply(m[1], val(2)).unwrap();
+    /// q.on_reply(m[2], ReplyKind::Null).unwrap();
+    /// assert_eq!(q.finish().unwrap().len(), 2); // null replies are not counted
+    /// ```
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// True if no member replied with a value.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m[..1], NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], ReplyKind::Null).unwrap();
+    /// assert!(q.finish().unwrap().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// The number of replies the query wanted.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let q = ReplyCollector::new(1, &m, NReplies::Majority, Timeout::default(), Duration::ZERO);
+    /// # let mut q = q; for a in &m { q.on_reply(*a, ReplyKind::Null).unwrap(); }
+    /// assert_eq!(q.finish().unwrap().wanted(), 2);
+    /// ```
     pub fn wanted(&self) -> usize {
         self.wanted
     }
 
     /// The replies with their senders, in arrival order.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m[..1], NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(7)).unwrap();
+    /// for (from, bytes) in q.finish().unwrap().iter() {
+    ///     assert_eq!(from, m[0]);
+    ///     let args = ArgList::from_bytes(bytes.to_vec()).unwrap();
+    ///     assert_eq!(args.decode::<(i32,)>().unwrap(), (7,));
+    /// }
+    /// ```
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (Address, &[u8])> + '_ {
         self.entries.iter().map(|(a, b)| (*a, b.as_slice()))
     }
 
     /// The senders, in arrival order.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m, NReplies::Count(2), Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[2], val(1)).unwrap();
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// assert_eq!(q.finish().unwrap().senders().collect::<Vec<_>>(), [m[2], m[0]]);
+    /// ```
     pub fn senders(&self) -> impl ExactSizeIterator<Item = Address> + '_ {
         self.entries.iter().map(|(a, _)| *a)
     }
 
     /// Null replies counted (including members treated as null on timeout).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q = ReplyCollector::new(1, &m, NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// q.on_timeout(Timeout::DEFAULT_AFTER); // TimeoutAction::NullReply: the others count as nulls
+    /// assert_eq!(q.finish().unwrap().nulls(), 2);
+    /// ```
     pub fn nulls(&self) -> usize {
         self.nulls
     }
 
     /// Members that timed out under [`TimeoutAction::Failure`]: the runtime should report
     /// them as failed (`HasFailed`).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let to = Timeout::millis(100, TimeoutAction::Failure);
+    /// let mut q = ReplyCollector::new(1, &m[..2], NReplies::All, to, Duration::ZERO);
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// q.on_timeout(Duration::from_millis(100));
+    /// assert_eq!(q.finish().unwrap().failed(), &m[1..2]);
+    /// ```
     pub fn failed(&self) -> &[Address] {
         &self.failed
     }
 
     /// Members that failed (as reported by the runtime) before replying.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m[..2], NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// q.on_member_failed(m[1]);
+    /// assert_eq!(q.finish().unwrap().crashed(), &m[1..2]);
+    /// ```
     pub fn crashed(&self) -> &[Address] {
         &self.crashed
     }
 
     /// Members treated as null replies because of a [`TimeoutAction::NullReply`] timeout.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m[..2], NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// q.on_timeout(Timeout::DEFAULT_AFTER);
+    /// assert_eq!(q.finish().unwrap().timed_out_as_null(), &m[1..2]);
+    /// ```
     pub fn timed_out_as_null(&self) -> &[Address] {
         &self.timed_out_as_null
     }
 
     /// Duplicate replies that were ignored.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m[..2], NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// q.on_reply(m[1], val(2)).unwrap();
+    /// assert_eq!(q.finish().unwrap().duplicates(), 1);
+    /// ```
     pub fn duplicates(&self) -> usize {
         self.duplicates
     }
 
     /// The raw replies (each a marshalled argument list), in arrival order: the manual's
     /// `QueryToBA`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m[..1], NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(3)).unwrap();
+    /// assert_eq!(q.finish().unwrap().raw(), vec![ArgList::new(&(3i32,)).into_bytes()]);
+    /// ```
     pub fn raw(&self) -> Vec<Vec<u8>> {
         self.entries.iter().map(|(_, b)| b.clone()).collect()
     }
 
     /// The raw replies without copying.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m[..1], NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(3)).unwrap();
+    /// let bytes: Vec<Vec<u8>> = q.finish().unwrap().into_raw();
+    /// assert_eq!(bytes.len(), 1);
+    /// ```
     pub fn into_raw(self) -> Vec<Vec<u8>> {
         self.entries.into_iter().map(|(_, b)| b).collect()
     }
 
     /// Decodes every reply as a tuple of values `A` (the manual's `r1List, r2List, ...`, one
     /// tuple per reply).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m[..1], NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], ReplyKind::Value(ArgList::new(&(1i32, 2u64)).into_bytes())).unwrap();
+    /// let v: Vec<(i32, u64)> = q.finish().unwrap().decode_args().unwrap();
+    /// assert_eq!(v, [(1, 2)]);
+    /// ```
     pub fn decode_args<A: FromArgs>(&self) -> Result<Vec<A>, QueryError> {
         self.entries
             .iter()
@@ -412,6 +663,19 @@ impl Replies {
     }
 
     /// Decodes every reply as a single value of type `T`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m[..2], NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// q.on_reply(m[1], val(2)).unwrap();
+    /// assert_eq!(q.finish().unwrap().decode::<i32>().unwrap(), [1, 2]);
+    /// ```
     pub fn decode<T: Marshal>(&self) -> Result<Vec<T>, QueryError> {
         Ok(self
             .decode_args::<(T,)>()?
@@ -422,6 +686,20 @@ impl Replies {
 
     /// Decodes every reply as a tuple `A` and calls `f` with the vector (the manual's
     /// `QueryInvoke` / `InvokeFromBArrays`). `f` is not called if a reply does not decode.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m[..2], NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// q.on_reply(m[1], val(2)).unwrap();
+    /// let max = q.finish().unwrap().invoke(|v: Vec<(i32,)>| v.into_iter().map(|x| x.0).max());
+    /// assert_eq!(max.unwrap(), Some(2));
+    /// ```
     pub fn invoke<A: FromArgs, R>(&self, f: impl FnOnce(Vec<A>) -> R) -> Result<R, QueryError> {
         self.decode_args().map(f)
     }
@@ -472,6 +750,16 @@ impl ReplyCollector {
     /// for `want` replies for at most `timeout`.
     ///
     /// A query that wants no replies, or asks nobody, is done at once.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let q = ReplyCollector::new(1, &m, NReplies::Count(0), Timeout::default(), Duration::ZERO);
+    /// assert!(q.is_done()); // wants no replies: done at once
+    /// ```
     pub fn new(
         query_id: QueryId,
         expected: &[Address],
@@ -508,46 +796,147 @@ impl ReplyCollector {
     }
 
     /// A `P2PQuery` to one member: waits for its reply.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q = ReplyCollector::p2p(1, m[1], Timeout::default(), Duration::ZERO);
+    /// assert_eq!(q.wanted(), 1);
+    /// q.on_reply(m[1], val(5)).unwrap();
+    /// assert_eq!(q.finish().unwrap().decode::<i32>().unwrap(), [5]);
+    /// ```
     pub fn p2p(query_id: QueryId, member: Address, timeout: Timeout, now: Duration) -> Self {
         Self::new(query_id, &[member], NReplies::All, timeout, now)
     }
 
     /// The query id.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let q = ReplyCollector::p2p(17, m[0], Timeout::default(), Duration::ZERO);
+    /// assert_eq!(q.query_id(), 17);
+    /// ```
     pub fn query_id(&self) -> QueryId {
         self.query
     }
 
     /// When the timeout expires (on the clock `now` was given on).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let now = Duration::from_secs(10);
+    /// let to = Timeout::millis(500, TimeoutAction::Abort);
+    /// let q = ReplyCollector::new(1, &m, NReplies::All, to, now);
+    /// assert_eq!(q.deadline(), Duration::from_millis(10_500));
+    /// ```
     pub fn deadline(&self) -> Duration {
         self.deadline
     }
 
     /// The timeout in force.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let q = ReplyCollector::new(1, &m, NReplies::All, Timeout::default(), Duration::ZERO);
+    /// assert_eq!(q.timeout(), Timeout::default());
+    /// ```
     pub fn timeout(&self) -> Timeout {
         self.timeout
     }
 
     /// The number of replies wanted.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let q = ReplyCollector::new(1, &m, NReplies::Majority, Timeout::default(), Duration::ZERO);
+    /// assert_eq!(q.wanted(), 2);
+    /// ```
     pub fn wanted(&self) -> usize {
         self.wanted
     }
 
     /// The number of (value) replies received.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q = ReplyCollector::new(1, &m, NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// q.on_reply(m[1], ReplyKind::Null).unwrap();
+    /// assert_eq!(q.got(), 1);
+    /// ```
     pub fn got(&self) -> usize {
         self.replies.entries.len()
     }
 
     /// Duplicate replies ignored so far.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q = ReplyCollector::new(1, &m, NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// assert_eq!(q.duplicates(), 1);
+    /// ```
     pub fn duplicates(&self) -> usize {
         self.replies.duplicates
     }
 
     /// Replies ignored because the query had ended or their sender was given up on.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q = ReplyCollector::new(1, &m, NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_member_failed(m[2]);
+    /// assert_eq!(q.on_reply(m[2], val(1)), Ok(ReplyOutcome::Ignored));
+    /// assert_eq!(q.ignored(), 1);
+    /// ```
     pub fn ignored(&self) -> usize {
         self.ignored
     }
 
     /// The members still awaited, in the order they were given.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q = ReplyCollector::new(1, &m, NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[1], val(1)).unwrap();
+    /// assert_eq!(q.awaiting().collect::<Vec<_>>(), [m[0], m[2]]);
+    /// ```
     pub fn awaiting(&self) -> impl Iterator<Item = Address> + '_ {
         self.order
             .iter()
@@ -557,6 +946,19 @@ impl ReplyCollector {
 
     /// True once the query has ended (enough replies, nobody left to wait for, an abort, or
     /// the timeout); [`finish`](Self::finish) then gives the result.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m, NReplies::Count(1), Timeout::default(), Duration::ZERO);
+    /// assert!(!q.is_done());
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// assert!(q.is_done());
+    /// ```
     pub fn is_done(&self) -> bool {
         self.end.is_some()
     }
@@ -576,6 +978,19 @@ impl ReplyCollector {
 
     /// Records what `from` answered. Errors only if `from` was not asked; a duplicate, or a
     /// reply after the query ended, is ignored (see [`ReplyOutcome`]).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m[..1], NReplies::All, Timeout::default(), Duration::ZERO);
+    /// assert_eq!(q.on_reply(m[0], val(1)), Ok(ReplyOutcome::Accepted));
+    /// assert_eq!(q.on_reply(m[0], val(1)), Ok(ReplyOutcome::Duplicate));
+    /// assert!(q.on_reply(m[1], val(1)).is_err()); // not asked
+    /// ```
     pub fn on_reply(&mut self, from: Address, kind: ReplyKind) -> Result<ReplyOutcome, QueryError> {
         let Some(state) = self.members.get_mut(&from) else {
             return Err(QueryError::UnexpectedSender {
@@ -620,6 +1035,20 @@ impl ReplyCollector {
     /// Records that `member` failed (a new view without it). If it had not answered, it is no
     /// longer awaited and not counted; a reply it sent before failing still counts. Returns
     /// true if it was awaited.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m[..2], NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// assert!(!q.on_member_failed(m[0])); // it had replied: still counts
+    /// assert!(q.on_member_failed(m[1]));
+    /// assert!(q.is_done());
+    /// ```
     pub fn on_member_failed(&mut self, member: Address) -> bool {
         match self.members.get_mut(&member) {
             Some(state @ Member::Awaiting) if self.end.is_none() => {
@@ -635,6 +1064,19 @@ impl ReplyCollector {
 
     /// Applies the timeout action if `now` is at or past the deadline and the query has not
     /// ended. Returns true if the timeout fired.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let to = Timeout::millis(100, TimeoutAction::Abort);
+    /// let mut q = ReplyCollector::new(1, &m, NReplies::All, to, Duration::ZERO);
+    /// assert!(!q.on_timeout(Duration::from_millis(99)));
+    /// assert!(q.on_timeout(Duration::from_millis(100)));
+    /// assert!(matches!(q.finish(), Err(QueryError::Timeout { got: 0, wanted: 3, .. })));
+    /// ```
     pub fn on_timeout(&mut self, now: Duration) -> bool {
         if self.end.is_some() || now < self.deadline {
             return false;
@@ -673,6 +1115,19 @@ impl ReplyCollector {
 
     /// The result of a finished query: the replies, or why the query failed
     /// ([`QueryError::NotDone`] if it has not ended yet).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use vsync::marshal::{Address, ArgList};
+    /// # use vsync::query::*;
+    /// # let val = |x: i32| ReplyKind::Value(ArgList::new(&(x,)).into_bytes());
+    /// # let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 0)).collect();
+    /// let mut q =
+    ///     ReplyCollector::new(1, &m[..1], NReplies::All, Timeout::default(), Duration::ZERO);
+    /// q.on_reply(m[0], val(1)).unwrap();
+    /// let replies = q.finish().unwrap();
+    /// assert_eq!(replies.decode::<i32>().unwrap(), [1]);
+    /// ```
     pub fn finish(self) -> Result<Replies, QueryError> {
         match self.end {
             None => Err(QueryError::NotDone {

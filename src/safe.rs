@@ -89,16 +89,37 @@ pub(crate) const K_SAFE_DONE: u8 = 0x12;
 const TAG_LEN: usize = 24;
 const SAFE_HDR: usize = 1 + TAG_LEN + 8 + 4;
 /// Most tags in one accept message.
+///
+/// ```
+/// assert!(vsync::safe::MAX_ACCEPT_TAGS >= 1);
+/// ```
 pub const MAX_ACCEPT_TAGS: usize = 1024;
 /// Most accepts for messages not (yet) held that one view may buffer; more are dropped and
 /// counted ([`SafeStats::early_accepts_dropped`]).
+///
+/// ```
+/// assert!(vsync::safe::MAX_EARLY_ACCEPTS > vsync::safe::MAX_ACCEPT_TAGS);
+/// ```
 pub const MAX_EARLY_ACCEPTS: usize = 1 << 16;
 
 /// The default SafeSend threshold: every member of the view is an acceptor (the manual's
 /// default: "we wait until *every* member of the group has a copy").
+///
+/// ```
+/// use vsync::{marshal::Address, safe::{SafeCore, DEFAULT_THRESHOLD}};
+/// let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 1)).collect();
+/// let mut core = SafeCore::new(m[0], DEFAULT_THRESHOLD);
+/// core.install(1, &m);
+/// assert_eq!(core.phi(), 3); // every member is an acceptor
+/// ```
 pub const DEFAULT_THRESHOLD: usize = usize::MAX;
 
 /// Why a SafeSend call or a durability step failed.
+///
+/// ```
+/// use vsync::safe::SafeError;
+/// assert_eq!(SafeError::ZeroThreshold.to_string(), "the SafeSend threshold must be at least 1");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SafeError {
@@ -254,6 +275,19 @@ fn decode_tags(kind: u8, p: &[u8]) -> Option<(u64, Vec<CompletionTag>)> {
 // The sans-IO core.
 
 /// What [`SafeCore`] asks its driver to do, in order.
+///
+/// ```
+/// use vsync::{durability::CompletionTag, marshal::Address, safe::{SafeAction, SafeCore}};
+/// let a = Address::new(1, 1);
+/// let mut core = SafeCore::new(a, 1);
+/// core.install(1, &[a]);
+/// let tag = CompletionTag { sender: a, view: 1, msg_id: 1 };
+/// core.on_safe(a, tag, b"x".to_vec());
+/// assert_eq!(
+///     core.poll_action(),
+///     Some(SafeAction::Log { view: 1, tag, payload: b"x".to_vec() })
+/// );
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SafeAction {
     /// Deliver this plain OrderedSend (it waited behind a SafeSend, or nothing was held).
@@ -292,6 +326,17 @@ pub enum SafeAction {
 }
 
 /// Counters of inputs [`SafeCore`] ignored.
+///
+/// ```
+/// use vsync::{marshal::Address, safe::SafeCore};
+/// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+/// let mut core = SafeCore::new(a, 1);
+/// core.install(2, &[a, b]);
+/// core.on_accept(a, 1, &[]); // stamped with an old view
+/// core.on_accept(b, 2, &[]); // b is not an acceptor (Φ = 1)
+/// let s = core.stats();
+/// assert_eq!((s.stale_accepts, s.foreign_accepts), (1, 1));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SafeStats {
     /// Accepts stamped with another view than the current one.
@@ -356,6 +401,13 @@ pub struct SafeCore {
 impl SafeCore {
     /// The core of member `me` with SafeSend threshold `threshold` (≥ 1; [`DEFAULT_THRESHOLD`]
     /// for "every member"). No view yet: call [`install`](Self::install).
+    ///
+    /// ```
+    /// use vsync::{marshal::Address, safe::SafeCore};
+    /// let a = Address::new(1, 1);
+    /// let core = SafeCore::new(a, 2);
+    /// assert_eq!((core.view(), core.phi()), (0, 0)); // no view installed yet
+    /// ```
     pub fn new(me: Address, threshold: usize) -> Self {
         SafeCore {
             me,
@@ -372,41 +424,112 @@ impl SafeCore {
     }
 
     /// The current view's `Φ`.
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, safe::SafeCore};
+    /// let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 1)).collect();
+    /// let mut core = SafeCore::new(m[0], 5);
+    /// core.install(1, &m);
+    /// assert_eq!(core.phi(), 3); // min(threshold, view size)
+    /// ```
     pub fn phi(&self) -> usize {
         self.acceptors.len()
     }
 
     /// The current view's acceptors (its `Φ` lowest-ranked members).
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, safe::SafeCore};
+    /// let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 1)).collect();
+    /// let mut core = SafeCore::new(m[2], 2);
+    /// core.install(1, &m);
+    /// assert_eq!(core.acceptors(), &m[..2]);
+    /// ```
     pub fn acceptors(&self) -> &[Address] {
         &self.acceptors
     }
 
     /// True if this member is an acceptor of the current view.
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, safe::SafeCore};
+    /// let m: Vec<Address> = (1..=3).map(|p| Address::new(p, 1)).collect();
+    /// let mut core = SafeCore::new(m[2], 2);
+    /// core.install(1, &m);
+    /// assert!(!core.is_acceptor()); // rank 2 with Φ = 2
+    /// ```
     pub fn is_acceptor(&self) -> bool {
         self.acceptors.contains(&self.me)
     }
 
     /// The current view.
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, safe::SafeCore};
+    /// let a = Address::new(1, 1);
+    /// let mut core = SafeCore::new(a, 1);
+    /// core.install(7, &[a]);
+    /// assert_eq!(core.view(), 7);
+    /// ```
     pub fn view(&self) -> u64 {
         self.view
     }
 
     /// Messages held (SafeSends not yet deliverable and everything ordered behind them).
+    ///
+    /// ```
+    /// # use vsync::{durability::CompletionTag, marshal::Address, safe::SafeCore};
+    /// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+    /// let mut core = SafeCore::new(b, 1);
+    /// core.install(1, &[a, b]);
+    /// core.on_safe(a, CompletionTag { sender: a, view: 1, msg_id: 1 }, vec![]);
+    /// core.on_ordered(a, vec![]);
+    /// assert_eq!(core.held(), 2); // the SafeSend waits for a's accept; the OrderedSend behind it
+    /// ```
     pub fn held(&self) -> usize {
         self.queue.len()
     }
 
     /// True if an OrderedSend delivered now would have to wait.
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, safe::SafeCore};
+    /// let a = Address::new(1, 1);
+    /// let mut core = SafeCore::new(a, 1);
+    /// core.install(1, &[a]);
+    /// core.on_ordered(a, b"m".to_vec());
+    /// assert!(!core.is_holding()); // delivered at once
+    /// ```
     pub fn is_holding(&self) -> bool {
         !self.queue.is_empty()
     }
 
     /// Counters of ignored inputs.
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, safe::SafeCore};
+    /// let a = Address::new(1, 1);
+    /// let mut core = SafeCore::new(a, 1);
+    /// core.install(1, &[a]);
+    /// core.on_logged(0, &[]); // a stale "logged" report
+    /// assert_eq!(core.stats().stale_logged, 1);
+    /// ```
     pub fn stats(&self) -> SafeStats {
         self.stats
     }
 
     /// The next action, in order.
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, safe::{SafeAction, SafeCore}};
+    /// let a = Address::new(1, 1);
+    /// let mut core = SafeCore::new(a, 1);
+    /// core.install(1, &[a]);
+    /// core.on_ordered(a, b"m".to_vec());
+    /// let m = b"m".to_vec();
+    /// assert_eq!(core.poll_action(), Some(SafeAction::Deliver { sender: a, payload: m }));
+    /// assert_eq!(core.poll_action(), None);
+    /// ```
     pub fn poll_action(&mut self) -> Option<SafeAction> {
         self.actions.pop_front()
     }
@@ -415,6 +538,16 @@ impl SafeCore {
     /// deliveries of the ending view, so all reach the same verdict: held SafeSends accepted
     /// by every acceptor of the ending view stay accepted; the others are logged (if this
     /// member is a new acceptor) and accepted again in the new view.
+    ///
+    /// ```
+    /// # use vsync::{durability::CompletionTag, marshal::Address, safe::{SafeAction, SafeCore}};
+    /// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+    /// let mut core = SafeCore::new(b, 1);
+    /// core.install(1, &[a, b]);
+    /// core.on_safe(a, CompletionTag { sender: a, view: 1, msg_id: 1 }, vec![]);
+    /// core.install(2, &[b]); // a failed before accepting: b, the new acceptor, logs it
+    /// assert!(matches!(core.poll_action(), Some(SafeAction::Log { view: 2, .. })));
+    /// ```
     pub fn install(&mut self, view: u64, members: &[Address]) {
         let phi = self.acceptors.len();
         for h in self.queue.iter_mut() {
@@ -445,6 +578,16 @@ impl SafeCore {
 
     /// A plain OrderedSend, in the total order: delivered at once if nothing is held, else
     /// queued behind the held SafeSends.
+    ///
+    /// ```
+    /// # use vsync::{durability::CompletionTag, marshal::Address, safe::SafeCore};
+    /// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+    /// let mut core = SafeCore::new(b, 1);
+    /// core.install(1, &[a, b]);
+    /// core.on_safe(a, CompletionTag { sender: a, view: 1, msg_id: 1 }, vec![]);
+    /// core.on_ordered(a, b"later".to_vec());
+    /// assert_eq!(core.poll_action(), None); // queued behind the SafeSend
+    /// ```
     pub fn on_ordered(&mut self, sender: Address, payload: Vec<u8>) {
         self.queue.push_back(Held {
             sender,
@@ -455,6 +598,17 @@ impl SafeCore {
     }
 
     /// A SafeSend, in the total order.
+    ///
+    /// ```
+    /// # use vsync::{durability::CompletionTag, marshal::Address, safe::{SafeAction, SafeCore}};
+    /// let a = Address::new(1, 1);
+    /// let mut core = SafeCore::new(a, 1);
+    /// core.install(1, &[a]);
+    /// let tag = CompletionTag { sender: a, view: 1, msg_id: 1 };
+    /// core.on_safe(a, tag, b"p".to_vec());
+    /// assert!(matches!(core.poll_action(), Some(SafeAction::Log { .. })));
+    /// assert!(core.is_holding());
+    /// ```
     pub fn on_safe(&mut self, sender: Address, tag: CompletionTag, payload: Vec<u8>) {
         if self.is_acceptor() {
             self.actions.push_back(SafeAction::Log {
@@ -478,6 +632,17 @@ impl SafeCore {
 
     /// An accept multicast by `from` for `tags` in `view`. Accepts of other views and from
     /// non-acceptors are ignored (counted).
+    ///
+    /// ```
+    /// # use vsync::{durability::CompletionTag, marshal::Address, safe::{SafeAction, SafeCore}};
+    /// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+    /// let mut core = SafeCore::new(b, 1);
+    /// core.install(1, &[a, b]);
+    /// let tag = CompletionTag { sender: a, view: 1, msg_id: 1 };
+    /// core.on_safe(a, tag, vec![]);
+    /// core.on_accept(a, 1, &[tag]); // Φ = 1 accept received
+    /// assert!(matches!(core.poll_action(), Some(SafeAction::DeliverSafe { .. })));
+    /// ```
     pub fn on_accept(&mut self, from: Address, view: u64, tags: &[CompletionTag]) {
         if view != self.view {
             self.stats.stale_accepts += 1;
@@ -503,6 +668,16 @@ impl SafeCore {
 
     /// This member (an acceptor of `view`) logged `tags`: emits the accept if `view` is still
     /// the current view (else the new view's install asked for a new log already).
+    ///
+    /// ```
+    /// # use vsync::{durability::CompletionTag, marshal::Address, safe::{SafeAction, SafeCore}};
+    /// let a = Address::new(1, 1);
+    /// let mut core = SafeCore::new(a, 1);
+    /// core.install(1, &[a]);
+    /// let tag = CompletionTag { sender: a, view: 1, msg_id: 1 };
+    /// core.on_logged(1, &[tag]);
+    /// assert_eq!(core.poll_action(), Some(SafeAction::Accept { view: 1, tags: vec![tag] }));
+    /// ```
     pub fn on_logged(&mut self, view: u64, tags: &[CompletionTag]) {
         if view != self.view || !self.is_acceptor() {
             self.stats.stale_logged += 1;
@@ -554,6 +729,18 @@ impl SafeCore {
 
     /// The holdback queue as bytes, for a joiner's state transfer (taken right after
     /// [`install`](Self::install), when no accept of the new view has been counted).
+    ///
+    /// ```
+    /// # use vsync::{durability::CompletionTag, marshal::Address, safe::SafeCore};
+    /// let a = Address::new(1, 1);
+    /// let mut core = SafeCore::new(a, 1);
+    /// core.install(1, &[a]);
+    /// core.on_safe(a, CompletionTag { sender: a, view: 1, msg_id: 1 }, b"p".to_vec());
+    /// let snap = core.snapshot();
+    /// let mut joiner = SafeCore::new(Address::new(2, 1), 1);
+    /// joiner.restore(&snap).unwrap();
+    /// assert_eq!(joiner.held(), 1);
+    /// ```
     pub fn snapshot(&self) -> Vec<u8> {
         let mut v = Vec::new();
         v.extend_from_slice(&self.view.to_le_bytes());
@@ -575,6 +762,13 @@ impl SafeCore {
 
     /// Replaces the holdback queue with a [`snapshot`](Self::snapshot) (at a joiner, before its
     /// first [`install`](Self::install)). Garbage leaves the core unchanged.
+    ///
+    /// ```
+    /// # use vsync::{marshal::Address, safe::{SafeCore, SafeError}};
+    /// let mut core = SafeCore::new(Address::new(1, 1), 1);
+    /// assert!(matches!(core.restore(b"junk"), Err(SafeError::BadSnapshot(_))));
+    /// assert_eq!(core.held(), 0);
+    /// ```
     pub fn restore(&mut self, snap: &[u8]) -> Result<(), SafeError> {
         let bad = SafeError::BadSnapshot;
         let _view = u64_at(snap, 0).ok_or(bad("truncated header"))?;
@@ -657,6 +851,18 @@ pub struct DoneTracker {
 
 impl DoneTracker {
     /// A new view: members that left will not report; unmatched early reports are stale.
+    ///
+    /// ```
+    /// # use vsync::{durability::CompletionTag, marshal::Address, safe::DoneTracker};
+    /// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+    /// let tag = CompletionTag { sender: a, view: 1, msg_id: 1 };
+    /// let mut t = DoneTracker::default();
+    /// t.install(&[a, b]);
+    /// t.on_delivered(tag);
+    /// t.on_done(a, &[tag]);
+    /// t.install(&[a]); // b left: no longer waited for
+    /// assert_eq!(t.take_ready(), vec![tag]);
+    /// ```
     pub fn install(&mut self, members: &[Address]) {
         self.members = members.iter().copied().collect();
         let members = &self.members;
@@ -672,6 +878,16 @@ impl DoneTracker {
     }
 
     /// The message was delivered here: every current member must report it done.
+    ///
+    /// ```
+    /// # use vsync::{durability::CompletionTag, marshal::Address, safe::DoneTracker};
+    /// let a = Address::new(1, 1);
+    /// let tag = CompletionTag { sender: a, view: 1, msg_id: 1 };
+    /// let mut t = DoneTracker::default();
+    /// t.install(&[a]);
+    /// t.on_delivered(tag);
+    /// assert_eq!(t.waiting(), 1);
+    /// ```
     pub fn on_delivered(&mut self, tag: CompletionTag) {
         let mut w = self.members.clone();
         if let Some(e) = self.early.remove(&tag) {
@@ -685,6 +901,17 @@ impl DoneTracker {
     }
 
     /// `from` reports these messages done.
+    ///
+    /// ```
+    /// # use vsync::{durability::CompletionTag, marshal::Address, safe::DoneTracker};
+    /// let a = Address::new(1, 1);
+    /// let tag = CompletionTag { sender: a, view: 1, msg_id: 1 };
+    /// let mut t = DoneTracker::default();
+    /// t.install(&[a]);
+    /// t.on_delivered(tag);
+    /// t.on_done(a, &[tag]);
+    /// assert_eq!(t.waiting(), 0);
+    /// ```
     pub fn on_done(&mut self, from: Address, tags: &[CompletionTag]) {
         for t in tags {
             match self.waiting.get_mut(t) {
@@ -704,16 +931,44 @@ impl DoneTracker {
     }
 
     /// Messages now done at every member that delivered them (emptied).
+    ///
+    /// ```
+    /// # use vsync::{durability::CompletionTag, marshal::Address, safe::DoneTracker};
+    /// let a = Address::new(1, 1);
+    /// let tag = CompletionTag { sender: a, view: 1, msg_id: 1 };
+    /// let mut t = DoneTracker::default();
+    /// t.install(&[a]);
+    /// t.on_delivered(tag);
+    /// t.on_done(a, &[tag]);
+    /// assert_eq!(t.take_ready(), vec![tag]);
+    /// assert!(t.take_ready().is_empty()); // emptied
+    /// ```
     pub fn take_ready(&mut self) -> Vec<CompletionTag> {
         std::mem::take(&mut self.ready)
     }
 
     /// Delivered messages some member has not reported done yet.
+    ///
+    /// ```
+    /// # use vsync::{durability::CompletionTag, marshal::Address, safe::DoneTracker};
+    /// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+    /// let mut t = DoneTracker::default();
+    /// t.install(&[a, b]);
+    /// t.on_delivered(CompletionTag { sender: a, view: 1, msg_id: 1 });
+    /// t.on_done(a, &[CompletionTag { sender: a, view: 1, msg_id: 1 }]);
+    /// assert_eq!(t.waiting(), 1); // b has not reported yet
+    /// ```
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }
 
     /// Early reports dropped past [`MAX_EARLY_ACCEPTS`].
+    ///
+    /// ```
+    /// # use vsync::safe::DoneTracker;
+    /// let t = DoneTracker::default();
+    /// assert_eq!(t.dropped(), 0);
+    /// ```
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
@@ -951,6 +1206,10 @@ pub(crate) struct SafeGroup {
 
 /// Done reports only serve garbage collection, so they are batched: sent when this old, or
 /// when [`MAX_ACCEPT_TAGS`] are waiting.
+///
+/// ```
+/// assert!(vsync::safe::DONE_REPORT_INTERVAL < std::time::Duration::from_secs(1));
+/// ```
 pub const DONE_REPORT_INTERVAL: Duration = Duration::from_millis(2);
 
 impl SafeGroup {

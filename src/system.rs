@@ -59,6 +59,12 @@ use crate::watchdog::{DeliveryClock, Watchdog};
 pub(crate) mod flavours;
 
 /// The embedded oracle's default loopback port (`VSYNC_ORACLE_PORT` overrides it).
+///
+/// ```no_run
+/// use vsync::{System, DEFAULT_ORACLE_PORT};
+/// let sys = System::builder().oracle_port(DEFAULT_ORACLE_PORT + 1).start()?;
+/// # Ok::<(), vsync::VsyncError>(())
+/// ```
 pub const DEFAULT_ORACLE_PORT: u16 = 37731;
 
 const STATUS_ACTIVE: u8 = 0;
@@ -269,6 +275,12 @@ impl Default for SystemBuilder {
 
 impl SystemBuilder {
     /// The loopback port of the embedded oracle (default [`DEFAULT_ORACLE_PORT`]).
+    ///
+    /// ```no_run
+    /// let sys = vsync::System::builder().oracle_port(40100).start()?;
+    /// assert!(sys.oracle_addrs()[0].to_string().ends_with(":40100"));
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn oracle_port(mut self, port: u16) -> Self {
         self.oracle_port = port;
         self
@@ -276,18 +288,40 @@ impl SystemBuilder {
 
     /// Uses these oracle replicas (replica ids 1, 2, ... in this order) instead of the
     /// environment's or the embedded one.
+    ///
+    /// ```
+    /// let replicas = vec!["10.0.0.1:37731".parse().unwrap(), "10.0.0.2:37731".parse().unwrap()];
+    /// let builder = vsync::System::builder().oracle_replicas(replicas);
+    /// # let _ = builder;
+    /// ```
     pub fn oracle_replicas(mut self, replicas: Vec<SocketAddr>) -> Self {
         self.oracle = OracleChoice::Explicit(replicas);
         self
     }
 
     /// The control-plane configuration (oracle hosts, failure detection, raft tick).
+    ///
+    /// ```
+    /// use vsync_control::config::ControlConfig;
+    /// let mut control = ControlConfig::default();
+    /// control.hosts = vec!["10.0.0.1".into(), "10.0.0.2".into()];
+    /// let builder = vsync::System::builder().control(control);
+    /// # let _ = builder;
+    /// ```
     pub fn control(mut self, control: ControlConfig) -> Self {
         self.control = control;
         self
     }
 
     /// Data-plane protocol parameters.
+    ///
+    /// ```
+    /// use vsync::dataplane::config::ProtocolConfig;
+    /// let mut protocol = ProtocolConfig::default();
+    /// protocol.max_message_bytes = 4 << 20;
+    /// let builder = vsync::System::builder().protocol(protocol);
+    /// # let _ = builder;
+    /// ```
     pub fn protocol(mut self, protocol: ProtocolConfig) -> Self {
         self.protocol = protocol;
         self
@@ -296,6 +330,12 @@ impl SystemBuilder {
     /// The IPv4 address this member's data and control sockets bind (ephemeral ports) and
     /// its multicast interface (Isis² `ISIS_NETWORK_INTERFACES`; env `VSYNC_BIND_IP`):
     /// 127.0.0.1 by default; a host's own address for members on several hosts.
+    ///
+    /// ```
+    /// use std::net::Ipv4Addr;
+    /// let builder = vsync::System::builder().bind_ip(Ipv4Addr::new(10, 0, 0, 5));
+    /// # let _ = builder;
+    /// ```
     pub fn bind_ip(mut self, ip: Ipv4Addr) -> Self {
         self.bind_ip = ip;
         self
@@ -303,18 +343,41 @@ impl SystemBuilder {
 
     /// Engine parameters (backend, socket buffers). The bind address comes from
     /// [`SystemBuilder::bind_ip`], with an ephemeral port.
+    ///
+    /// ```
+    /// use vsync::dataplane::engine::EngineConfig;
+    /// let mut engine = EngineConfig::default();
+    /// engine.socket_buffer_bytes = 4 << 20;
+    /// let builder = vsync::System::builder().engine(engine);
+    /// # let _ = builder;
+    /// ```
     pub fn engine(mut self, engine: EngineConfig) -> Self {
         self.engine = engine;
         self
     }
 
     /// Member agent timing (oracle heartbeat and lease).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vsync_control::agent::AgentConfig;
+    /// let mut agent = AgentConfig::default();
+    /// agent.heartbeat = Duration::from_millis(50);
+    /// let builder = vsync::System::builder().agent(agent);
+    /// # let _ = builder;
+    /// ```
     pub fn agent(mut self, agent: AgentConfig) -> Self {
         self.agent = agent;
         self
     }
 
     /// How long `Group::join` waits for its first view (default 60 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = vsync::System::builder().join_timeout(Duration::from_secs(10));
+    /// # let _ = builder;
+    /// ```
     pub fn join_timeout(mut self, t: Duration) -> Self {
         self.join_timeout = t;
         self
@@ -322,6 +385,12 @@ impl SystemBuilder {
 
     /// A handler (or view / checkpoint callback) running longer than this is reported on
     /// stderr and counted (default 1 s; `VSYNC_HANDLER_WARN_MS`). See [`crate::watchdog`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = vsync::System::builder().handler_warning(Duration::from_millis(200));
+    /// # let _ = builder;
+    /// ```
     pub fn handler_warning(mut self, t: Duration) -> Self {
         self.handler_warn = t;
         self
@@ -330,6 +399,12 @@ impl SystemBuilder {
     /// A handler blocking its group's deliveries longer than this poisons the process, so
     /// the group excludes it and goes on (default 60 s; `None` = never;
     /// `VSYNC_STALL_LIMIT_MS`, 0 = never). See [`crate::watchdog`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = vsync::System::builder().delivery_stall_limit(Some(Duration::from_secs(10)));
+    /// # let _ = builder;
+    /// ```
     pub fn delivery_stall_limit(mut self, t: Option<Duration>) -> Self {
         self.stall_limit = t;
         self
@@ -338,6 +413,12 @@ impl SystemBuilder {
     /// The system key (Isis² `ISIS_AESKEY`; env `VSYNC_AESKEY`, 64 hex digits): every
     /// datagram is authenticated with AES-256-GCM and forged or unkeyed ones are dropped.
     /// Every process of the system must use the same key.
+    ///
+    /// ```
+    /// let key = [7u8; 32]; // the same at every process of the system
+    /// let builder = vsync::System::builder().system_key(Some(key));
+    /// # let _ = builder;
+    /// ```
     pub fn system_key(mut self, key: Option<[u8; 32]>) -> Self {
         self.system_key = key;
         self
@@ -346,12 +427,24 @@ impl SystemBuilder {
     /// Where the library's own reports (blocked handlers, poison pills) go (Isis²
     /// `ISIS_LOGDIR` / `ISIS_MUTE`; env `VSYNC_LOGDIR`, `VSYNC_MUTE`): stderr by default,
     /// `vsync-<pid>.log` in a directory, or nowhere.
+    ///
+    /// ```
+    /// use vsync::ReportSink;
+    /// let builder = vsync::System::builder().reports(ReportSink::Dir("/var/log/myapp".into()));
+    /// # let _ = builder;
+    /// ```
     pub fn reports(mut self, sink: crate::watchdog::ReportSink) -> Self {
         self.reports = sink;
         self
     }
 
     /// How long [`System::shutdown`] waits for the groups to be left (default 5 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = vsync::System::builder().shutdown_timeout(Duration::from_secs(1));
+    /// # let _ = builder;
+    /// ```
     pub fn shutdown_timeout(mut self, t: Duration) -> Self {
         self.shutdown_timeout = t;
         self
@@ -360,6 +453,13 @@ impl SystemBuilder {
     /// Starts the system: finds or starts the oracle, opens the data plane on the bind address
     /// (ephemeral port), starts the driver thread and waits until the oracle knows this
     /// process.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let sys = vsync::System::builder().join_timeout(Duration::from_secs(10)).start()?;
+    /// assert!(sys.is_active());
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn start(self) -> Result<System, VsyncError> {
         System::start_with(self)
     }
@@ -420,6 +520,11 @@ static SYSTEMS: AtomicU64 = AtomicU64::new(0);
 
 impl System {
     /// A builder with the defaults (embedded oracle on [`DEFAULT_ORACLE_PORT`]).
+    ///
+    /// ```no_run
+    /// let sys = vsync::System::builder().oracle_port(40100).start()?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn builder() -> SystemBuilder {
         SystemBuilder::default()
     }
@@ -427,6 +532,13 @@ impl System {
     /// A builder configured from the `VSYNC_*` environment: [`ControlConfig::from_env`]
     /// (`VSYNC_HOSTS`, failure detection, ...), `VSYNC_ORACLE_PORT`, and the engine's
     /// `VSYNC_ENGINE` / `VSYNC_TTL` / `VSYNC_IDLE`. Errors name the variable.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// // VSYNC_* variables first, then overrides in code
+    /// let sys = vsync::System::from_env()?.join_timeout(Duration::from_secs(5)).start()?;
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn from_env() -> Result<SystemBuilder, VsyncError> {
         let mut b = SystemBuilder {
             control: ControlConfig::from_env().map_err(|e| VsyncError::Config(e.to_string()))?,
@@ -528,6 +640,12 @@ impl System {
     }
 
     /// Isis² `IsisSystem.Start()`: [`System::from_env`] then [`SystemBuilder::start`].
+    ///
+    /// ```no_run
+    /// let sys = vsync::System::start()?;
+    /// println!("member {} (oracle here: {})", sys.my_address(), sys.hosts_oracle());
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn start() -> Result<System, VsyncError> {
         System::from_env()?.start()
     }
@@ -601,32 +719,75 @@ impl System {
     }
 
     /// This member's address (process and incarnation).
+    ///
+    /// ```no_run
+    /// # let sys = vsync::System::start()?;
+    /// let me: vsync::Address = sys.my_address();
+    /// println!("I am {me}");
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn my_address(&self) -> Address {
         Address::from(self.inner.me)
     }
 
     /// The data plane's bound address (the bind address, ephemeral port).
+    ///
+    /// ```no_run
+    /// # let sys = vsync::System::start()?;
+    /// assert!(sys.data_addr().ip().is_loopback()); // the default bind address
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn data_addr(&self) -> SocketAddrV4 {
         self.inner.data_addr
     }
 
     /// The oracle replicas this member talks to.
+    ///
+    /// ```no_run
+    /// # let sys = vsync::System::start()?;
+    /// for replica in sys.oracle_addrs() {
+    ///     println!("oracle replica at {replica}");
+    /// }
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn oracle_addrs(&self) -> &[SocketAddr] {
         &self.inner.replicas
     }
 
     /// True if this process runs the embedded oracle (it started first on this host).
+    ///
+    /// ```no_run
+    /// # let sys = vsync::System::start()?;
+    /// if sys.hosts_oracle() {
+    ///     println!("this process runs the embedded oracle: keep it up");
+    /// }
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn hosts_oracle(&self) -> bool {
         self.inner.hosts_oracle
     }
 
     /// How many times a handler of this process ran longer than the warning threshold
     /// ([`SystemBuilder::handler_warning`]); each is also reported on stderr.
+    ///
+    /// ```no_run
+    /// # let sys = vsync::System::start()?;
+    /// assert_eq!(sys.blocked_handler_reports(), 0); // no handler has run long yet
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn blocked_handler_reports(&self) -> u64 {
         self.inner.blocked_reports.load(Ordering::Relaxed)
     }
 
     /// True until [`System::shutdown`] or poisoning.
+    ///
+    /// ```no_run
+    /// let sys = vsync::System::start()?;
+    /// assert!(sys.is_active());
+    /// sys.shutdown()?;
+    /// assert!(!sys.is_active());
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn is_active(&self) -> bool {
         self.inner.status.load(Ordering::Acquire) == STATUS_ACTIVE
     }
@@ -634,6 +795,14 @@ impl System {
     /// Graceful shutdown: leaves every joined group (the others see a leave, not a failure),
     /// then stops the driver. Later calls on this system and its groups fail with
     /// [`VsyncError::ShutDown`]. Calling it again returns `Err(ShutDown)`.
+    ///
+    /// ```no_run
+    /// use vsync::VsyncError;
+    /// let sys = vsync::System::start()?;
+    /// sys.shutdown()?;
+    /// assert!(matches!(sys.shutdown(), Err(VsyncError::ShutDown)));
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn shutdown(&self) -> Result<(), VsyncError> {
         self.check()?;
         self.inner.status.store(STATUS_SHUTDOWN, Ordering::Release);
@@ -680,6 +849,18 @@ impl System {
 
     /// Isis² `WaitForever()`: blocks until the system is shut down (by another thread) or
     /// poisoned; returns why.
+    ///
+    /// ```no_run
+    /// let sys = vsync::System::start()?;
+    /// let s = sys.clone();
+    /// std::thread::spawn(move || {
+    ///     std::thread::sleep(std::time::Duration::from_secs(60));
+    ///     s.shutdown()
+    /// });
+    /// let why = sys.wait_forever(); // VsyncError::ShutDown after a minute
+    /// println!("stopped: {why}");
+    /// # Ok::<(), vsync::VsyncError>(())
+    /// ```
     pub fn wait_forever(&self) -> VsyncError {
         let mut fin = match self.inner.finished.lock() {
             Ok(g) => g,

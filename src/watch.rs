@@ -9,6 +9,19 @@ use crate::group::View;
 use crate::marshal::Address;
 
 /// What happened to a watched member (Isis² `W_JOIN` / `W_LEAVE`).
+///
+/// ```no_run
+/// # use vsync::{Group, System, WatchEvent};
+/// # let sys = System::start()?;
+/// # let g = Group::new(&sys, "foo")?;
+/// # let who = sys.my_address();
+/// g.watch(who, |who, ev| {
+///     if ev == (WatchEvent::Leave { failed: true }) {
+///         println!("{who} crashed");
+///     }
+/// })?;
+/// # Ok::<(), vsync::VsyncError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WatchEvent {
     /// The member joined the group (it is in the new view's `joined`).
@@ -22,6 +35,20 @@ pub enum WatchEvent {
 }
 
 /// Identifies a watch, for [`Group::cancel_watch`](crate::Group::cancel_watch).
+///
+/// ```no_run
+/// # use std::collections::HashMap;
+/// # use vsync::{Address, Group, System, WatchId};
+/// # let sys = System::start()?;
+/// # let g = Group::new(&sys, "foo")?;
+/// let mut watches: HashMap<Address, WatchId> = HashMap::new();
+/// let who = sys.my_address();
+/// watches.insert(who, g.watch(who, |_, _| {})?);
+/// if let Some(id) = watches.remove(&who) {
+///     g.cancel_watch(id);
+/// }
+/// # Ok::<(), vsync::VsyncError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WatchId(u64);
 

@@ -73,6 +73,13 @@ impl DeliveryClock {
 }
 
 /// Where the library's own reports go (Isis² `ISIS_LOGDIR` / `ISIS_MUTE`).
+///
+/// ```
+/// use vsync::ReportSink;
+/// assert_eq!(ReportSink::default(), ReportSink::Stderr);
+/// let builder = vsync::System::builder().reports(ReportSink::Mute);
+/// # let _ = builder;
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum ReportSink {
     /// Standard error (the default).

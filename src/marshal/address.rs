@@ -32,21 +32,43 @@ pub struct Address(pub u64);
 
 impl Address {
     /// The address of incarnation `incarnation` of process `process`.
+    ///
+    /// ```
+    /// use vsync::marshal::Address;
+    /// const LEADER: Address = Address::new(1, 0);
+    /// assert_eq!(LEADER.0, 1 << 32);
+    /// ```
     pub const fn new(process: u32, incarnation: u32) -> Self {
         Address(((process as u64) << 32) | incarnation as u64)
     }
 
     /// The process part.
+    ///
+    /// ```
+    /// use vsync::marshal::Address;
+    /// assert_eq!(Address::new(7, 2).process(), 7);
+    /// ```
     pub const fn process(self) -> u32 {
         (self.0 >> 32) as u32
     }
 
     /// The incarnation part.
+    ///
+    /// ```
+    /// use vsync::marshal::Address;
+    /// assert_eq!(Address::new(7, 2).incarnation(), 2);
+    /// ```
     pub const fn incarnation(self) -> u32 {
         self.0 as u32
     }
 
     /// The data plane's member id for this address.
+    ///
+    /// ```
+    /// use vsync::marshal::Address;
+    /// let a = Address::new(7, 2);
+    /// assert_eq!(Address::from(a.member_id()), a);
+    /// ```
     pub const fn member_id(self) -> MemberId {
         MemberId(self.0)
     }
@@ -124,31 +146,68 @@ pub struct View {
 
 impl View {
     /// The rank (index in `members`) of `who`, if a member.
+    ///
+    /// ```
+    /// use vsync::marshal::{Address, View};
+    /// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+    /// let v = View { group: 9, id: 1, members: vec![a, b], joined: vec![], left: vec![] };
+    /// assert_eq!((v.rank_of(a), v.rank_of(Address::new(3, 1))), (Some(0), None));
+    /// ```
     pub fn rank_of(&self, who: Address) -> Option<usize> {
         self.members.iter().position(|&m| m == who)
     }
 
     /// True if `who` is a member.
+    ///
+    /// ```
+    /// use vsync::marshal::{Address, View};
+    /// let (a, b) = (Address::new(1, 1), Address::new(2, 1));
+    /// let v = View { group: 9, id: 2, members: vec![a], joined: vec![], left: vec![b] };
+    /// assert!(v.contains(a) && !v.contains(b));
+    /// ```
     pub fn contains(&self, who: Address) -> bool {
         self.rank_of(who).is_some()
     }
 
     /// The number of members.
+    ///
+    /// ```
+    /// use vsync::marshal::{Address, View};
+    /// let v = View { group: 9, id: 1, members: vec![Address::new(1, 1)], ..View::default() };
+    /// assert_eq!(v.len(), 1);
+    /// ```
     pub fn len(&self) -> usize {
         self.members.len()
     }
 
     /// True if there are no members.
+    ///
+    /// ```
+    /// use vsync::marshal::View;
+    /// assert!(View::default().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
 
     /// The group id as the data plane's type.
+    ///
+    /// ```
+    /// use vsync::marshal::View;
+    /// let v = View { group: 9, ..View::default() };
+    /// assert_eq!(v.group_id(), vsync::dataplane::GroupId(9));
+    /// ```
     pub fn group_id(&self) -> GroupId {
         GroupId(self.group)
     }
 
     /// The view id as the data plane's type.
+    ///
+    /// ```
+    /// use vsync::marshal::View;
+    /// let v = View { id: 4, ..View::default() };
+    /// assert_eq!(v.view_id(), vsync::dataplane::ViewId(4));
+    /// ```
     pub fn view_id(&self) -> ViewId {
         ViewId(self.id)
     }

@@ -34,10 +34,23 @@ use super::traits::{Encode, Marshal};
 use super::wire::{CodeMatcher, CodeSink, Reader, Writer};
 
 /// The `ArgList` format version.
+///
+/// ```
+/// use vsync::marshal::{ArgList, ARGLIST_VERSION};
+/// assert_eq!(ArgList::empty().as_bytes()[0], ARGLIST_VERSION);
+/// ```
 pub const ARGLIST_VERSION: u8 = 1;
 
 /// A tuple of arguments that can be sent: `()`, `(A,)`, `(A, B)`, ... up to 12, where every
 /// element is [`Encode`] (so `&str`, `&[T]` and other borrowed forms work).
+///
+/// ```
+/// use vsync::marshal::{ArgList, Args};
+/// assert_eq!(<(i32, &str)>::COUNT, 2);
+/// assert_eq!(<(i32, &str)>::signature().to_string(), "(i32, String)");
+/// let a = ArgList::new(&(1i32, "x")); // borrowed forms encode like owned ones
+/// assert!(a.matches::<(i32, String)>());
+/// ```
 pub trait Args {
     /// The number of arguments.
     const COUNT: usize;
@@ -53,6 +66,15 @@ pub trait Args {
 }
 
 /// A tuple of arguments that can be received: [`Args`] whose elements are all [`Marshal`].
+///
+/// ```
+/// use vsync::marshal::{ArgList, FromArgs};
+/// fn first<A: FromArgs>(lists: &[ArgList]) -> Option<A> {
+///     lists.first()?.decode().ok()
+/// }
+/// let got: Option<(u8, bool)> = first(&[ArgList::new(&(1u8, true))]);
+/// assert_eq!(got, Some((1, true)));
+/// ```
 pub trait FromArgs: Args + Sized {
     /// Decodes the arguments (the signature was already checked).
     fn decode_values(r: &mut Reader<'_>) -> Result<Self, MarshalError>;
@@ -137,6 +159,12 @@ pub struct ArgList {
 
 impl ArgList {
     /// Encodes `args`.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// let a = ArgList::new(&("k".to_string(), 5u64));
+    /// assert_eq!(a.decode::<(String, u64)>().unwrap(), ("k".to_string(), 5));
+    /// ```
     pub fn new<A: Args>(args: &A) -> Self {
         let mut w = Writer::with_capacity(32);
         w.put_u8(ARGLIST_VERSION);
@@ -151,6 +179,13 @@ impl ArgList {
     }
 
     /// An argument list with the single argument `value`.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// let a = ArgList::one("just this");
+    /// assert_eq!(a.len(), 1);
+    /// assert_eq!(a.decode_one::<String>().unwrap(), "just this");
+    /// ```
     pub fn one<T: Encode + ?Sized>(value: &T) -> Self {
         let mut w = Writer::with_capacity(32);
         w.put_u8(ARGLIST_VERSION);
@@ -166,12 +201,25 @@ impl ArgList {
     }
 
     /// The empty argument list.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// assert!(ArgList::empty().is_empty());
+    /// assert_eq!(ArgList::empty(), ArgList::new(&()));
+    /// ```
     pub fn empty() -> Self {
         Self::new(&())
     }
 
     /// Appends the complete `ArgList` encoding of `args` to `w` (for callers that reuse
     /// buffers); the bytes parse with [`ArgList::from_bytes`].
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, Writer};
+    /// let mut w = Writer::new();
+    /// ArgList::encode_into(&(1i32, 2i32), &mut w);
+    /// assert_eq!(ArgList::from_bytes(w.into_vec()).unwrap(), ArgList::new(&(1i32, 2i32)));
+    /// ```
     pub fn encode_into<A: Args>(args: &A, w: &mut Writer) {
         w.put_u8(ARGLIST_VERSION);
         A::write_signature_code(w.vec_mut());
@@ -180,6 +228,13 @@ impl ArgList {
 
     /// Parses an argument list received from elsewhere, taking ownership of the bytes. The
     /// header and signature are validated now, the values when decoded.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// let bytes = ArgList::new(&(3i16,)).into_bytes();
+    /// assert_eq!(ArgList::from_bytes(bytes).unwrap().decode::<(i16,)>().unwrap(), (3,));
+    /// assert!(ArgList::from_bytes(vec![0xff]).is_err());
+    /// ```
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, MarshalError> {
         let (sig_end, count) = parse_header(&bytes)?;
         Ok(ArgList {
@@ -191,11 +246,24 @@ impl ArgList {
 
     /// Like [`ArgList::from_bytes`], copying `bytes` (see [`ArgsRef::parse`] to decode in
     /// place).
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// let received = [ArgList::new(&(true,)).as_bytes(), b"trailer"].concat();
+    /// let a = ArgList::parse(&received[..received.len() - 7]).unwrap();
+    /// assert_eq!(a.decode::<(bool,)>().unwrap(), (true,));
+    /// ```
     pub fn parse(bytes: &[u8]) -> Result<Self, MarshalError> {
         Self::from_bytes(bytes.to_vec())
     }
 
     /// A borrowed view of this list.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// let a = ArgList::new(&(1u8,));
+    /// assert_eq!(a.view().decode::<(u8,)>().unwrap(), (1,));
+    /// ```
     pub fn view(&self) -> ArgsRef<'_> {
         ArgsRef {
             bytes: &self.bytes,
@@ -205,47 +273,102 @@ impl ArgList {
     }
 
     /// The whole encoding.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// let a = ArgList::new(&(1u8,));
+    /// assert_eq!(ArgList::parse(a.as_bytes()).unwrap(), a);
+    /// ```
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
 
     /// Takes the encoding.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// let a = ArgList::new(&(1u8,));
+    /// let len = a.as_bytes().len();
+    /// assert_eq!(a.into_bytes().len(), len);
+    /// ```
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }
 
     /// The number of arguments.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// assert_eq!(ArgList::new(&(1u8, 2u16, 3u32)).len(), 3);
+    /// ```
     pub fn len(&self) -> usize {
         self.count
     }
 
     /// True if there are no arguments.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// assert!(ArgList::new(&()).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
 
     /// The signature code: argument count and type codes.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// let a = ArgList::new(&(1i32, 2i32));
+    /// let b = ArgList::new(&(7i32, 9i32));
+    /// assert_eq!(a.signature_code(), b.signature_code()); // same types, other values
+    /// assert_eq!(a.signature_code()[0], 2); // the count first
+    /// ```
     pub fn signature_code(&self) -> &[u8] {
         self.view().signature_code()
     }
 
     /// The encoded values.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// let a = ArgList::new(&(1u8,));
+    /// assert!(a.as_bytes().ends_with(a.values()));
+    /// ```
     pub fn values(&self) -> &[u8] {
         self.view().values()
     }
 
     /// The signature carried (user types appear by id only, e.g. `#1001`).
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// assert_eq!(ArgList::new(&(1u8, vec![2i64])).signature().to_string(), "(u8, Vec<i64>)");
+    /// ```
     pub fn signature(&self) -> Signature {
         self.view().signature()
     }
 
     /// True if the list's signature is `A`'s.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// let a = ArgList::new(&(1i32,));
+    /// assert!(a.matches::<(i32,)>() && !a.matches::<(i64,)>());
+    /// ```
     pub fn matches<A: Args>(&self) -> bool {
         self.view().matches::<A>()
     }
 
     /// Decodes the arguments as `A`, after checking the signature; a mismatch names both
     /// signatures.
+    ///
+    /// ```
+    /// use vsync::marshal::ArgList;
+    /// let a = ArgList::new(&(1i32, "one"));
+    /// assert_eq!(a.decode::<(i32, String)>().unwrap(), (1, "one".to_string()));
+    /// assert!(a.decode::<(i32,)>().is_err());
+    /// ```
     pub fn decode<A: FromArgs>(&self) -> Result<A, MarshalError> {
         self.view().decode()
     }
@@ -308,6 +431,13 @@ pub struct ArgsRef<'a> {
 impl<'a> ArgsRef<'a> {
     /// Parses an argument list in place. The header and signature are validated now, the
     /// values when decoded.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, ArgsRef};
+    /// let bytes = ArgList::new(&(5u32,)).into_bytes();
+    /// let a = ArgsRef::parse(&bytes).unwrap();
+    /// assert_eq!(a.decode::<(u32,)>().unwrap(), (5,));
+    /// ```
     pub fn parse(bytes: &'a [u8]) -> Result<Self, MarshalError> {
         let (sig_end, count) = parse_header(bytes)?;
         Ok(ArgsRef {
@@ -318,11 +448,24 @@ impl<'a> ArgsRef<'a> {
     }
 
     /// The whole encoding.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, ArgsRef};
+    /// let bytes = ArgList::new(&(5u32,)).into_bytes();
+    /// assert_eq!(ArgsRef::parse(&bytes).unwrap().as_bytes(), &bytes[..]);
+    /// ```
     pub fn as_bytes(&self) -> &'a [u8] {
         self.bytes
     }
 
     /// An owned copy.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, ArgsRef};
+    /// let bytes = ArgList::new(&(5u32,)).into_bytes();
+    /// let owned: ArgList = ArgsRef::parse(&bytes).unwrap().to_arg_list();
+    /// assert_eq!(owned.into_bytes(), bytes);
+    /// ```
     pub fn to_arg_list(&self) -> ArgList {
         ArgList {
             bytes: self.bytes.to_vec(),
@@ -332,26 +475,56 @@ impl<'a> ArgsRef<'a> {
     }
 
     /// The number of arguments.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, ArgsRef};
+    /// let bytes = ArgList::new(&(1u8, 2u8)).into_bytes();
+    /// assert_eq!(ArgsRef::parse(&bytes).unwrap().len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.count
     }
 
     /// True if there are no arguments.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, ArgsRef};
+    /// let bytes = ArgList::empty().into_bytes();
+    /// assert!(ArgsRef::parse(&bytes).unwrap().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
 
     /// The signature code: argument count and type codes.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, ArgsRef};
+    /// let a = ArgList::new(&(1u8,));
+    /// assert_eq!(ArgsRef::parse(a.as_bytes()).unwrap().signature_code(), a.signature_code());
+    /// ```
     pub fn signature_code(&self) -> &'a [u8] {
         &self.bytes[1..self.sig_end]
     }
 
     /// The encoded values.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, ArgsRef};
+    /// let a = ArgList::new(&(1u8,));
+    /// assert_eq!(ArgsRef::parse(a.as_bytes()).unwrap().values(), a.values());
+    /// ```
     pub fn values(&self) -> &'a [u8] {
         &self.bytes[self.sig_end..]
     }
 
     /// The signature carried (user types appear by id only, e.g. `#1001`).
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, ArgsRef};
+    /// let bytes = ArgList::new(&(1u8, "s")).into_bytes();
+    /// assert_eq!(ArgsRef::parse(&bytes).unwrap().signature().to_string(), "(u8, String)");
+    /// ```
     pub fn signature(&self) -> Signature {
         // Received lists were validated by `parse`; locally built ones come from
         // `write_type_code`, which only a faulty hand-written `Encode` gets wrong.
@@ -359,6 +532,12 @@ impl<'a> ArgsRef<'a> {
     }
 
     /// True if the list's signature is `A`'s.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, ArgsRef};
+    /// let bytes = ArgList::new(&(1u8,)).into_bytes();
+    /// assert!(ArgsRef::parse(&bytes).unwrap().matches::<(u8,)>());
+    /// ```
     pub fn matches<A: Args>(&self) -> bool {
         let mut m = CodeMatcher::new(self.signature_code());
         A::write_signature_code(&mut m);
@@ -367,6 +546,12 @@ impl<'a> ArgsRef<'a> {
 
     /// Decodes the arguments as `A`, after checking the signature; a mismatch names both
     /// signatures.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, ArgsRef};
+    /// let bytes = ArgList::new(&(1u8, true)).into_bytes();
+    /// assert_eq!(ArgsRef::parse(&bytes).unwrap().decode::<(u8, bool)>().unwrap(), (1, true));
+    /// ```
     pub fn decode<A: FromArgs>(&self) -> Result<A, MarshalError> {
         if !self.matches::<A>() {
             let expected = A::signature();
@@ -380,6 +565,12 @@ impl<'a> ArgsRef<'a> {
     }
 
     /// Decodes a single-argument list (typically a reply) as `T`.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, ArgsRef};
+    /// let bytes = ArgList::one(&42u64).into_bytes();
+    /// assert_eq!(ArgsRef::parse(&bytes).unwrap().decode_one::<u64>().unwrap(), 42);
+    /// ```
     pub fn decode_one<T: Marshal>(&self) -> Result<T, MarshalError> {
         self.decode::<(T,)>().map(|(t,)| t)
     }

@@ -56,15 +56,39 @@ pub(crate) mod tag {
 }
 
 /// Deepest nesting accepted when decoding type codes and definitions.
+///
+/// ```
+/// use vsync::marshal::{MarshalError, Reader, TypeDesc, MAX_TYPE_DEPTH};
+/// let code = vec![0x20; MAX_TYPE_DEPTH as usize + 1]; // Vec<Vec<Vec<...>>>, too deep
+/// let err = TypeDesc::read_code(&mut Reader::new(&code)).unwrap_err();
+/// assert_eq!(err, MarshalError::DepthLimit(MAX_TYPE_DEPTH));
+/// ```
 pub const MAX_TYPE_DEPTH: u32 = 64;
 
 /// Longest user type, field or variant name accepted when decoding a definition.
+///
+/// ```
+/// assert_eq!(vsync::marshal::MAX_NAME_LEN, 1024);
+/// ```
 pub const MAX_NAME_LEN: usize = 1024;
 
 /// A user type id. Ids from [`RESERVED_TYPE_IDS`] belong to vsync itself.
+///
+/// ```
+/// use vsync::marshal::{Encode, TypeId};
+/// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+/// let id: TypeId = Pt::type_desc().as_user().unwrap().id;
+/// assert_eq!(id, 1001);
+/// ```
 pub type TypeId = u32;
 
 /// Type ids reserved for vsync's own marshallable types (the registry refuses them).
+///
+/// ```
+/// use vsync::marshal::{RESERVED_TYPE_IDS, SIGNATURE_SET_TYPE_ID};
+/// assert!(RESERVED_TYPE_IDS.contains(&SIGNATURE_SET_TYPE_ID));
+/// assert!(!RESERVED_TYPE_IDS.contains(&1001));
+/// ```
 pub const RESERVED_TYPE_IDS: std::ops::RangeInclusive<TypeId> = 0xffff_0000..=u32::MAX;
 
 /// A deep description of a marshallable type.
@@ -131,6 +155,15 @@ pub enum TypeDesc {
 ///
 /// `shape` is `None` for a reference: inside a recursive type's own definition, in shallow
 /// type codes decoded from a message, and in the field lists of registered definitions.
+///
+/// ```
+/// use vsync::marshal::{Encode, Fields, Shape, TypeDesc};
+/// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+/// let u = Pt::type_desc().as_user().unwrap().clone();
+/// assert_eq!((u.name.as_str(), u.id), ("Pt", 1001));
+/// let Some(Shape::Struct(Fields::Named(f))) = &u.shape else { panic!() };
+/// assert_eq!(f[0], ("x".to_string(), TypeDesc::I32));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct UserType {
     /// The registered name (empty when only the id is known).
@@ -142,6 +175,12 @@ pub struct UserType {
 }
 
 /// The definition of a user type.
+///
+/// ```
+/// use vsync::marshal::{Fields, Shape, TypeDesc, UserType};
+/// let u = UserType::new("Meters", 1005, Shape::Struct(Fields::Unnamed(vec![TypeDesc::F64])));
+/// assert_eq!(format!("{:#}", TypeDesc::user(u)), "Meters#1005(f64)");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Shape {
     /// A struct (named, tuple or unit).
@@ -154,6 +193,14 @@ pub enum Shape {
 }
 
 /// One enum variant.
+///
+/// ```
+/// use vsync::marshal::{Fields, Shape, TypeDesc, UserType, Variant};
+/// let on = Variant { name: "On".into(), fields: Fields::Unnamed(vec![TypeDesc::U8]) };
+/// let off = Variant { name: "Off".into(), fields: Fields::Unit };
+/// let u = UserType::new("Switch", 1006, Shape::Enum(vec![on, off]));
+/// assert!(matches!(&u.shape, Some(Shape::Enum(v)) if v.len() == 2));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Variant {
     /// The variant's name.
@@ -163,6 +210,14 @@ pub struct Variant {
 }
 
 /// The fields of a struct or variant, in encoding order.
+///
+/// ```
+/// use vsync::marshal::{Fields, Shape, TypeDesc};
+/// let named = Fields::Named(vec![("x".into(), TypeDesc::I32)]);
+/// let mut n = 0;
+/// Shape::Struct(named).for_each_type(&mut |_| n += 1);
+/// assert_eq!(n, 1);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Fields {
     /// `{ a: A, b: B }`
@@ -175,31 +230,64 @@ pub enum Fields {
 
 impl TypeDesc {
     /// `Vec<t>`.
+    ///
+    /// ```
+    /// use vsync::marshal::{Encode, TypeDesc};
+    /// assert_eq!(TypeDesc::vec(TypeDesc::I32), Vec::<i32>::type_desc());
+    /// ```
     pub fn vec(t: TypeDesc) -> Self {
         TypeDesc::Vec(Box::new(t))
     }
 
     /// `Option<t>`.
+    ///
+    /// ```
+    /// use vsync::marshal::{Encode, TypeDesc};
+    /// assert_eq!(TypeDesc::option(TypeDesc::String), Option::<String>::type_desc());
+    /// ```
     pub fn option(t: TypeDesc) -> Self {
         TypeDesc::Option(Box::new(t))
     }
 
     /// `[t; n]`.
+    ///
+    /// ```
+    /// use vsync::marshal::{Encode, TypeDesc};
+    /// assert_eq!(TypeDesc::array(TypeDesc::U8, 4), <[u8; 4]>::type_desc());
+    /// ```
     pub fn array(t: TypeDesc, n: usize) -> Self {
         TypeDesc::Array(Box::new(t), n)
     }
 
     /// `Map<k, v>`.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use vsync::marshal::{Encode, TypeDesc};
+    /// let m = TypeDesc::map(TypeDesc::String, TypeDesc::U64);
+    /// assert_eq!(m, BTreeMap::<String, u64>::type_desc());
+    /// ```
     pub fn map(k: TypeDesc, v: TypeDesc) -> Self {
         TypeDesc::Map(Box::new(k), Box::new(v))
     }
 
     /// A user type.
+    ///
+    /// ```
+    /// use vsync::marshal::{TypeDesc, UserType};
+    /// let t = TypeDesc::user(UserType::reference("Pt", 1001));
+    /// assert_eq!(t.to_string(), "Pt#1001");
+    /// ```
     pub fn user(u: UserType) -> Self {
         TypeDesc::User(Arc::new(u))
     }
 
     /// The user type, if this is one.
+    ///
+    /// ```
+    /// use vsync::marshal::TypeDesc;
+    /// assert!(TypeDesc::I32.as_user().is_none());
+    /// ```
     pub fn as_user(&self) -> Option<&Arc<UserType>> {
         match self {
             TypeDesc::User(u) => Some(u),
@@ -208,6 +296,13 @@ impl TypeDesc {
     }
 
     /// Writes the shallow type code.
+    ///
+    /// ```
+    /// use vsync::marshal::TypeDesc;
+    /// let mut code = Vec::new();
+    /// TypeDesc::vec(TypeDesc::I32).write_code(&mut code);
+    /// assert_eq!(code, TypeDesc::vec(TypeDesc::I32).code());
+    /// ```
     pub fn write_code<S: CodeSink + ?Sized>(&self, s: &mut S) {
         use TypeDesc::*;
         let t = match self {
@@ -276,6 +371,13 @@ impl TypeDesc {
 
     /// Reads a shallow type code. User types come back as references carrying only their id
     /// (empty name, no shape).
+    ///
+    /// ```
+    /// use vsync::marshal::{Encode, Reader, TypeDesc};
+    /// let code = Vec::<Option<bool>>::type_desc().code();
+    /// let t = TypeDesc::read_code(&mut Reader::new(&code)).unwrap();
+    /// assert_eq!(t.to_string(), "Vec<Option<bool>>");
+    /// ```
     pub fn read_code(r: &mut Reader<'_>) -> Result<TypeDesc, MarshalError> {
         Self::read_code_at(r, 0)
     }
@@ -365,12 +467,27 @@ impl TypeDesc {
     }
 
     /// The same type with every user type replaced by a reference (name and id, no shape).
+    ///
+    /// ```
+    /// use vsync::marshal::Encode;
+    /// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+    /// let deep = Vec::<Pt>::type_desc();
+    /// assert_eq!(format!("{:#}", deep), "Vec<Pt#1001{x:i32,y:i32}>");
+    /// assert_eq!(format!("{:#}", deep.shallow()), "Vec<Pt#1001>");
+    /// ```
     pub fn shallow(&self) -> TypeDesc {
         self.map_users(&mut |u| TypeDesc::User(Arc::new(UserType::reference(&u.name, u.id))))
     }
 
     /// Rebuilds this descriptor, replacing every user-type node (without descending into it)
     /// by `f`'s result.
+    ///
+    /// ```
+    /// use vsync::marshal::{Encode, TypeDesc};
+    /// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+    /// let t = Option::<Pt>::type_desc().map_users(&mut |_| TypeDesc::U8);
+    /// assert_eq!(t.to_string(), "Option<u8>");
+    /// ```
     pub fn map_users(&self, f: &mut dyn FnMut(&Arc<UserType>) -> TypeDesc) -> TypeDesc {
         use TypeDesc::*;
         match self {
@@ -385,6 +502,16 @@ impl TypeDesc {
     }
 
     /// Calls `f` on every user-type node, outermost first, descending into definitions.
+    ///
+    /// ```
+    /// use vsync::marshal::Encode;
+    /// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+    /// vsync::marshal_struct! { pub struct Line { pub a: Pt, pub b: Pt } type_id = 1002 }
+    /// let mut ids = Vec::new();
+    /// Line::type_desc().visit_users(&mut |u| ids.push(u.id));
+    /// assert_eq!(ids[0], 1002); // outermost first
+    /// assert!(ids.contains(&1001));
+    /// ```
     pub fn visit_users(&self, f: &mut dyn FnMut(&Arc<UserType>)) {
         use TypeDesc::*;
         match self {
@@ -480,6 +607,12 @@ impl fmt::Display for TypeDesc {
 
 impl UserType {
     /// A reference to a user type (no definition).
+    ///
+    /// ```
+    /// use vsync::marshal::UserType;
+    /// let r = UserType::reference("Pt", 1001);
+    /// assert!(r.shape.is_none());
+    /// ```
     pub fn reference(name: &str, id: TypeId) -> Self {
         UserType {
             name: name.to_owned(),
@@ -489,6 +622,12 @@ impl UserType {
     }
 
     /// A user type with a definition.
+    ///
+    /// ```
+    /// use vsync::marshal::{Fields, Shape, UserType};
+    /// let u = UserType::new("Empty", 1003, Shape::Struct(Fields::Unit));
+    /// assert!(u.shape.is_some());
+    /// ```
     pub fn new(name: &str, id: TypeId, shape: Shape) -> Self {
         UserType {
             name: name.to_owned(),
@@ -499,6 +638,15 @@ impl UserType {
 
     /// The definition with every field type made shallow: what the registry stores and
     /// what a [`SignatureSet`](super::SignatureSet) carries.
+    ///
+    /// ```
+    /// use vsync::marshal::Encode;
+    /// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+    /// vsync::marshal_struct! { pub struct Line { pub a: Pt, pub b: Pt } type_id = 1002 }
+    /// let def = Line::type_desc().as_user().unwrap().definition();
+    /// let shown = format!("{:#}", vsync::marshal::TypeDesc::user(def));
+    /// assert_eq!(shown, "Line#1002{a:Pt#1001,b:Pt#1001}");
+    /// ```
     pub fn definition(&self) -> UserType {
         UserType {
             name: self.name.clone(),
@@ -618,6 +766,14 @@ impl Fields {
 
 impl Shape {
     /// Calls `f` on the type of every field (of every variant).
+    ///
+    /// ```
+    /// use vsync::marshal::{Fields, Shape, TypeDesc};
+    /// let s = Shape::Struct(Fields::Unnamed(vec![TypeDesc::U8, TypeDesc::String]));
+    /// let mut names = Vec::new();
+    /// s.for_each_type(&mut |t| names.push(t.to_string()));
+    /// assert_eq!(names, ["u8", "String"]);
+    /// ```
     pub fn for_each_type(&self, f: &mut dyn FnMut(&TypeDesc)) {
         match self {
             Shape::Struct(fields) => fields.for_each_type(f),
@@ -627,6 +783,13 @@ impl Shape {
     }
 
     /// The same shape with every field type mapped by `f`.
+    ///
+    /// ```
+    /// use vsync::marshal::{Fields, Shape, TypeDesc};
+    /// let s = Shape::Struct(Fields::Unnamed(vec![TypeDesc::U8]));
+    /// let wide = s.map_types(&mut |_| TypeDesc::U64);
+    /// assert_eq!(wide, Shape::Struct(Fields::Unnamed(vec![TypeDesc::U64])));
+    /// ```
     pub fn map_types(&self, f: &mut dyn FnMut(&TypeDesc) -> TypeDesc) -> Shape {
         match self {
             Shape::Struct(fields) => Shape::Struct(fields.map_types(f)),
@@ -737,21 +900,44 @@ pub struct Signature(pub Vec<TypeDesc>);
 
 impl Signature {
     /// The number of arguments.
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, Signature};
+    /// assert_eq!(<(u8, u8)>::signature().len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     /// True for the empty signature `()`.
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, Signature};
+    /// assert!(<()>::signature().is_empty());
+    /// assert!(Signature::default().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// The argument types.
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, TypeDesc};
+    /// assert_eq!(<(u8, bool)>::signature().types(), &[TypeDesc::U8, TypeDesc::Bool]);
+    /// ```
     pub fn types(&self) -> &[TypeDesc] {
         &self.0
     }
 
     /// Writes the signature code: the argument count (varint), then each type code.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, Args};
+    /// let mut code = Vec::new();
+    /// <(u8, bool)>::signature().write_code(&mut code);
+    /// assert_eq!(code, ArgList::new(&(1u8, true)).signature_code());
+    /// ```
     pub fn write_code<S: CodeSink + ?Sized>(&self, s: &mut S) {
         s.put_varint(self.0.len() as u64);
         for t in &self.0 {
@@ -760,6 +946,11 @@ impl Signature {
     }
 
     /// The signature code as bytes.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, Args};
+    /// assert_eq!(<(i32,)>::signature().code(), ArgList::new(&(0i32,)).signature_code());
+    /// ```
     pub fn code(&self) -> Vec<u8> {
         let mut v = Vec::new();
         self.write_code(&mut v);
@@ -767,6 +958,13 @@ impl Signature {
     }
 
     /// Reads a signature code (user types come back as id-only references).
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, Reader, Signature};
+    /// let code = <(String, i64)>::signature().code();
+    /// let sig = Signature::read_code(&mut Reader::new(&code)).unwrap();
+    /// assert_eq!(sig.to_string(), "(String, i64)");
+    /// ```
     pub fn read_code(r: &mut Reader<'_>) -> Result<Signature, MarshalError> {
         let n = r.get_len()?;
         let mut ts = Vec::with_capacity(r.prealloc::<TypeDesc>(n));
@@ -787,6 +985,15 @@ impl Signature {
 
     /// Fills in the names of id-only user-type references from the user types found in
     /// `known` (for readable error messages about signatures decoded from a message).
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, Reader, Signature};
+    /// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+    /// let known = <(Pt,)>::signature();
+    /// let bare = Signature::read_code(&mut Reader::new(&known.code())).unwrap();
+    /// assert_eq!(bare.to_string(), "(#1001)");
+    /// assert_eq!(bare.with_names_from([&known]).to_string(), "(Pt#1001)");
+    /// ```
     pub fn with_names_from<'a>(&self, known: impl IntoIterator<Item = &'a Signature>) -> Self {
         let mut names = std::collections::BTreeMap::new();
         for s in known {
@@ -810,6 +1017,13 @@ impl Signature {
     }
 
     /// The signature with each user-type node replaced by `f`'s result.
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, TypeDesc};
+    /// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+    /// let s = <(Pt, u8)>::signature().map_users(&mut |_| TypeDesc::String);
+    /// assert_eq!(s.to_string(), "(String, u8)");
+    /// ```
     pub fn map_users(&self, f: &mut dyn FnMut(&Arc<UserType>) -> TypeDesc) -> Signature {
         Signature(self.0.iter().map(|t| t.map_users(f)).collect())
     }

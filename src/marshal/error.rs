@@ -74,6 +74,14 @@ pub enum MarshalError {
 }
 
 /// The two signatures of a [`MarshalError::SignatureMismatch`].
+///
+/// ```
+/// use vsync::marshal::{ArgList, MarshalError};
+/// let err = ArgList::new(&(1i32,)).decode::<(String,)>().unwrap_err();
+/// let MarshalError::SignatureMismatch(info) = err else { panic!("{err}") };
+/// assert_eq!(info.expected.to_string(), "(String)");
+/// assert_eq!(info.actual.to_string(), "(i32)");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignatureMismatchInfo {
     /// The signature the receiver asked for.
@@ -84,6 +92,12 @@ pub struct SignatureMismatchInfo {
 
 impl MarshalError {
     /// Builds a [`MarshalError::SignatureMismatch`].
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, MarshalError};
+    /// let e = MarshalError::signature_mismatch(<(u8,)>::signature(), <(i8,)>::signature());
+    /// assert_eq!(e.to_string(), "signature mismatch: expected (u8) but the message carries (i8)");
+    /// ```
     pub fn signature_mismatch(expected: Signature, actual: Signature) -> Self {
         MarshalError::SignatureMismatch(Box::new(SignatureMismatchInfo { expected, actual }))
     }

@@ -46,9 +46,26 @@ use super::traits::{Encode, Marshal};
 use super::wire::Reader;
 
 /// A request code (the manual's request id: `UPDATE`, `LOOKUP`, ...).
+///
+/// ```
+/// use vsync::marshal::{Handlers, RequestCode};
+/// const UPDATE: RequestCode = 0;
+/// const LOOKUP: RequestCode = 1;
+/// let mut h = Handlers::new();
+/// h.on(UPDATE, |_n: i32| {}).on(LOOKUP, |n: i32| n);
+/// assert_eq!(h.codes().collect::<Vec<_>>(), [UPDATE, LOOKUP]);
+/// ```
 pub type RequestCode = u32;
 
 /// What a handler answered.
+///
+/// ```
+/// use vsync::marshal::Reply;
+/// let r = Reply::value(&7i32);
+/// let Reply::Value(args) = r else { unreachable!() };
+/// assert_eq!(args.decode_one::<i32>().unwrap(), 7);
+/// assert!(matches!(Reply::abort("no"), Reply::Abort(s) if s == "no"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
     /// No reply (the manual's `NullReply`).
@@ -61,6 +78,12 @@ pub enum Reply {
 
 impl Reply {
     /// A reply carrying the single value `v`.
+    ///
+    /// ```
+    /// use vsync::marshal::Reply;
+    /// let Reply::Value(a) = Reply::value("text") else { unreachable!() };
+    /// assert_eq!(a.signature().to_string(), "(String)");
+    /// ```
     pub fn value<T: Encode + ?Sized>(v: &T) -> Reply {
         Reply::Value(ArgList::one(v))
     }
@@ -77,6 +100,14 @@ impl Reply {
     }
 
     /// An abort with a reason.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, Handlers, Reply};
+    /// let mut h = Handlers::new();
+    /// h.on(0, |n: i32| if n < 0 { Reply::abort("negative") } else { Reply::value(&n) });
+    /// let r = h.dispatch(0, &ArgList::new(&(-1i32,))).unwrap();
+    /// assert!(matches!(r, Reply::Abort(reason) if reason == "negative"));
+    /// ```
     pub fn abort(reason: impl Into<String>) -> Reply {
         Reply::Abort(reason.into())
     }
@@ -84,8 +115,21 @@ impl Reply {
 
 /// What a handler closure may return: `()` (no reply), a [`Reply`], or any [`Encode`] value
 /// (a single-value reply).
+///
+/// ```
+/// use vsync::marshal::{IntoReply, Reply};
+/// assert!(matches!(().into_reply(), Reply::None));
+/// assert!(matches!(5u8.into_reply(), Reply::Value(_)));
+/// assert!(matches!(Reply::abort("x").into_reply(), Reply::Abort(_)));
+/// ```
 pub trait IntoReply {
     /// Converts into a reply.
+    ///
+    /// ```
+    /// use vsync::marshal::{IntoReply, Reply};
+    /// let Reply::Value(a) = 42i32.into_reply() else { unreachable!() };
+    /// assert_eq!(a.decode_one::<i32>().unwrap(), 42);
+    /// ```
     fn into_reply(self) -> Reply;
 }
 
@@ -109,6 +153,16 @@ impl<T: Encode> IntoReply for T {
 
 /// A closure usable as a handler: `FnMut(A, B, ...) -> R` with 0 to 12 [`Marshal`]
 /// arguments and `R:` [`IntoReply`]. `Args` is the argument tuple.
+///
+/// ```
+/// use vsync::marshal::{Handler, Handlers};
+/// fn register<A, R>(h: &mut Handlers, f: impl Handler<A, R>) {
+///     h.on(7, f);
+/// }
+/// let mut h = Handlers::new();
+/// register(&mut h, |a: String, b: u64| format!("{a}{b}"));
+/// assert_eq!(h.signatures(7)[0].to_string(), "(String, u64)");
+/// ```
 pub trait Handler<Args, R>: Send + 'static {
     /// The argument signature.
     fn signature() -> Signature;
@@ -171,6 +225,16 @@ struct Entry {
 }
 
 /// Why an argument list could not be dispatched (or would not be accepted).
+///
+/// ```
+/// use vsync::marshal::{ArgList, DispatchError, Handlers};
+/// let mut h = Handlers::new();
+/// h.on(0, |_n: i32| {});
+/// let e = h.dispatch(5, &ArgList::new(&(1i32,))).unwrap_err();
+/// assert!(matches!(e, DispatchError::UnknownCode { code: 5, .. }));
+/// let e = h.dispatch(0, &ArgList::new(&(1i64,))).unwrap_err();
+/// assert!(matches!(e, DispatchError::NoMatchingSignature { .. }));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DispatchError {
@@ -240,6 +304,14 @@ impl fmt::Display for DispatchError {
 impl std::error::Error for DispatchError {}
 
 /// A dispatch table of typed handlers keyed by request code and signature.
+///
+/// ```
+/// use vsync::marshal::{ArgList, Handlers, Reply};
+/// let mut h = Handlers::new();
+/// h.on(0, |a: i32, b: i32| a + b);
+/// let Reply::Value(sum) = h.dispatch(0, &ArgList::new(&(2i32, 3i32))).unwrap() else { panic!() };
+/// assert_eq!(sum.decode_one::<i32>().unwrap(), 5);
+/// ```
 #[derive(Default)]
 pub struct Handlers {
     table: BTreeMap<RequestCode, Vec<Entry>>,
@@ -247,12 +319,24 @@ pub struct Handlers {
 
 impl Handlers {
     /// An empty table.
+    ///
+    /// ```
+    /// use vsync::marshal::Handlers;
+    /// assert!(Handlers::new().is_empty());
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Registers `handler` for `code`; its argument types are its signature. Handlers with
     /// the same code and the same signature all run, in registration order.
+    ///
+    /// ```
+    /// use vsync::marshal::Handlers;
+    /// let mut h = Handlers::new();
+    /// h.on(0, |_x: i32| {}).on(0, |_s: String| {}); // one code, two signatures
+    /// assert_eq!(h.len(), 2);
+    /// ```
     pub fn on<A, R, H: Handler<A, R>>(&mut self, code: RequestCode, mut handler: H) -> &mut Self {
         self.table.entry(code).or_default().push(Entry {
             signature: H::signature(),
@@ -286,6 +370,17 @@ impl Handlers {
 
     /// Runs every handler registered for `code` whose signature is `args`'s, and returns the
     /// first reply that is not [`Reply::None`] (the manual expects one handler per request).
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use vsync::marshal::{ArgList, Handlers, Reply};
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let s = seen.clone();
+    /// let mut h = Handlers::new();
+    /// h.on(0, move |n: u8| s.lock().unwrap().push(n));
+    /// assert!(matches!(h.dispatch(0, &ArgList::new(&(4u8,))).unwrap(), Reply::None));
+    /// assert_eq!(*seen.lock().unwrap(), [4]);
+    /// ```
     pub fn dispatch<'a>(
         &mut self,
         code: RequestCode,
@@ -311,6 +406,14 @@ impl Handlers {
 
     /// Checks, without running anything, that a handler for `code` accepts `args` — the
     /// sender-side check, whose error names the signatures expected.
+    ///
+    /// ```
+    /// use vsync::marshal::{ArgList, Handlers};
+    /// let mut h = Handlers::new();
+    /// h.on(0, |_n: i32| {});
+    /// assert!(h.check(0, &ArgList::new(&(1i32,))).is_ok());
+    /// assert!(h.check(0, &ArgList::new(&("one",))).is_err());
+    /// ```
     pub fn check<'a>(
         &self,
         code: RequestCode,
@@ -335,12 +438,27 @@ impl Handlers {
     }
 
     /// The codes that have handlers, ascending.
+    ///
+    /// ```
+    /// use vsync::marshal::Handlers;
+    /// let mut h = Handlers::new();
+    /// h.on(9, |_n: i32| {}).on(2, |_n: i32| {});
+    /// assert_eq!(h.codes().collect::<Vec<_>>(), [2, 9]);
+    /// ```
     pub fn codes(&self) -> impl Iterator<Item = RequestCode> + '_ {
         self.table.keys().copied()
     }
 
     /// The signatures of `code`'s handlers, in registration order (repeated if registered
     /// repeatedly).
+    ///
+    /// ```
+    /// use vsync::marshal::Handlers;
+    /// let mut h = Handlers::new();
+    /// h.on(0, |_n: i32| {}).on(0, |_s: String, _b: bool| {});
+    /// let sigs: Vec<String> = h.signatures(0).iter().map(|s| s.to_string()).collect();
+    /// assert_eq!(sigs, ["(i32)", "(String, bool)"]);
+    /// ```
     pub fn signatures(&self, code: RequestCode) -> Vec<Signature> {
         self.table
             .get(&code)
@@ -349,6 +467,14 @@ impl Handlers {
     }
 
     /// Every `(code, signature)` pair, by code then registration order.
+    ///
+    /// ```
+    /// use vsync::marshal::Handlers;
+    /// let mut h = Handlers::new();
+    /// h.on(1, |_n: i32| {}).on(0, |_n: u8| {});
+    /// let pairs: Vec<(u32, String)> = h.iter().map(|(c, s)| (c, s.to_string())).collect();
+    /// assert_eq!(pairs, [(0, "(u8)".to_string()), (1, "(i32)".to_string())]);
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = (RequestCode, &Signature)> + '_ {
         self.table
             .iter()
@@ -356,17 +482,40 @@ impl Handlers {
     }
 
     /// The number of handlers.
+    ///
+    /// ```
+    /// use vsync::marshal::Handlers;
+    /// let mut h = Handlers::new();
+    /// h.on(0, |_n: i32| {}).on(0, |_n: i32| {}); // same signature twice: both run
+    /// assert_eq!(h.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.table.values().map(Vec::len).sum()
     }
 
     /// True if no handler is registered.
+    ///
+    /// ```
+    /// use vsync::marshal::Handlers;
+    /// let mut h = Handlers::new();
+    /// assert!(h.is_empty());
+    /// h.on(0, || {});
+    /// assert!(!h.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
     }
 
     /// The table's [`SignatureSet`] (what a joiner sends), checking that every user type in
     /// a signature is registered in `registry` with the same definition.
+    ///
+    /// ```
+    /// use vsync::marshal::{Handlers, TypeRegistry};
+    /// let mut h = Handlers::new();
+    /// h.on(0, |_n: i32| {});
+    /// let set = h.signature_set(&TypeRegistry::new()).unwrap();
+    /// assert_eq!(set.codes().collect::<Vec<_>>(), [0]);
+    /// ```
     pub fn signature_set(&self, registry: &TypeRegistry) -> Result<SignatureSet, RegistryError> {
         SignatureSet::from_handlers(self, registry)
     }

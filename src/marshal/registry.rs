@@ -13,6 +13,12 @@ use super::traits::Encode;
 use super::wire::Writer;
 
 /// Why a type could not be registered, or a signature set not built.
+///
+/// ```
+/// use vsync::marshal::{RegistryError, TypeRegistry};
+/// let mut reg = TypeRegistry::new();
+/// assert!(matches!(reg.register::<u32>(), Err(RegistryError::NotAUserType(_))));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RegistryError {
@@ -124,12 +130,26 @@ pub struct TypeRegistry {
 
 impl TypeRegistry {
     /// An empty registry.
+    ///
+    /// ```
+    /// use vsync::marshal::TypeRegistry;
+    /// assert!(TypeRegistry::new().is_empty());
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Registers user type `T` and every user type reachable from its fields. Nothing is
     /// registered if any of them conflicts.
+    ///
+    /// ```
+    /// use vsync::marshal::TypeRegistry;
+    /// vsync::marshal_struct! { pub struct Line { pub from: Pt, pub to: Pt } type_id = 1002 }
+    /// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+    /// let mut reg = TypeRegistry::new();
+    /// reg.register::<Line>().unwrap();
+    /// assert_eq!(reg.len(), 2); // Pt came with Line
+    /// ```
     pub fn register<T: Encode + ?Sized>(&mut self) -> Result<(), RegistryError> {
         let desc = T::type_desc();
         match &desc {
@@ -142,6 +162,14 @@ impl TypeRegistry {
     }
 
     /// Registers every (non-reserved) user type reachable from `desc`, atomically.
+    ///
+    /// ```
+    /// use vsync::marshal::{Encode, TypeRegistry};
+    /// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+    /// let mut reg = TypeRegistry::new();
+    /// reg.register_desc(&Vec::<Pt>::type_desc()).unwrap();
+    /// assert!(reg.get(1001).is_some());
+    /// ```
     pub fn register_desc(&mut self, desc: &TypeDesc) -> Result<(), RegistryError> {
         let mut defs = Vec::new();
         reachable_definitions(desc, &mut defs);
@@ -179,6 +207,15 @@ impl TypeRegistry {
 
     /// Checks that every user type reachable from `desc` is registered with the same
     /// definition; `used_in` names the place for the error message.
+    ///
+    /// ```
+    /// use vsync::marshal::{Encode, TypeRegistry};
+    /// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+    /// let mut reg = TypeRegistry::new();
+    /// assert!(reg.check(&Pt::type_desc(), "handler 3").is_err());
+    /// reg.register::<Pt>().unwrap();
+    /// reg.check(&Pt::type_desc(), "handler 3").unwrap();
+    /// ```
     pub fn check(&self, desc: &TypeDesc, used_in: &str) -> Result<(), RegistryError> {
         let mut defs = Vec::new();
         reachable_definitions(desc, &mut defs);
@@ -206,26 +243,67 @@ impl TypeRegistry {
     }
 
     /// The definition registered under `id` (field types are references).
+    ///
+    /// ```
+    /// use vsync::marshal::TypeRegistry;
+    /// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+    /// let mut reg = TypeRegistry::new();
+    /// reg.register::<Pt>().unwrap();
+    /// assert_eq!(reg.get(1001).unwrap().name, "Pt");
+    /// assert!(reg.get(1002).is_none());
+    /// ```
     pub fn get(&self, id: TypeId) -> Option<&Arc<UserType>> {
         self.by_id.get(&id)
     }
 
     /// The definition registered under `name`.
+    ///
+    /// ```
+    /// use vsync::marshal::TypeRegistry;
+    /// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+    /// let mut reg = TypeRegistry::new();
+    /// reg.register::<Pt>().unwrap();
+    /// assert_eq!(reg.by_name("Pt").unwrap().id, 1001);
+    /// ```
     pub fn by_name(&self, name: &str) -> Option<&Arc<UserType>> {
         self.by_name.get(name).and_then(|id| self.by_id.get(id))
     }
 
     /// All definitions, by increasing id.
+    ///
+    /// ```
+    /// use vsync::marshal::TypeRegistry;
+    /// vsync::marshal_struct! { pub struct A { pub x: u8 } type_id = 1002 }
+    /// vsync::marshal_struct! { pub struct B { pub y: u8 } type_id = 1001 }
+    /// let mut reg = TypeRegistry::new();
+    /// reg.register::<A>().unwrap();
+    /// reg.register::<B>().unwrap();
+    /// assert_eq!(reg.iter().map(|t| t.id).collect::<Vec<_>>(), [1001, 1002]);
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = &Arc<UserType>> {
         self.by_id.values()
     }
 
     /// The number of registered types.
+    ///
+    /// ```
+    /// use vsync::marshal::TypeRegistry;
+    /// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+    /// let mut reg = TypeRegistry::new();
+    /// reg.register::<Pt>().unwrap();
+    /// assert_eq!(reg.len(), 1);
+    /// ```
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
 
     /// True if nothing is registered.
+    ///
+    /// ```
+    /// use vsync::marshal::TypeRegistry;
+    /// let reg = TypeRegistry::new();
+    /// assert!(reg.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }

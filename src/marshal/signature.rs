@@ -33,9 +33,20 @@ use super::user::describe_user;
 use super::wire::{CodeSink, Reader, Writer};
 
 /// The `SignatureSet` format version.
+///
+/// ```
+/// use vsync::marshal::{Encode, SignatureSet, SIGNATURE_SET_VERSION};
+/// assert_eq!(SignatureSet::new().to_bytes()[0], SIGNATURE_SET_VERSION);
+/// ```
 pub const SIGNATURE_SET_VERSION: u8 = 1;
 
 /// The type id of [`SignatureSet`] itself (reserved range).
+///
+/// ```
+/// use vsync::marshal::{Encode, TypeDesc, SignatureSet, SIGNATURE_SET_TYPE_ID};
+/// let desc = SignatureSet::type_desc();
+/// assert!(matches!(desc, TypeDesc::User(u) if u.id == SIGNATURE_SET_TYPE_ID));
+/// ```
 pub const SIGNATURE_SET_TYPE_ID: TypeId = 0xffff_0001;
 
 /// Most user-type definitions expanded when rendering one signature deeply.
@@ -66,12 +77,25 @@ pub struct SignatureSet {
 
 impl SignatureSet {
     /// An empty set.
+    ///
+    /// ```
+    /// use vsync::marshal::SignatureSet;
+    /// assert!(SignatureSet::new().is_empty());
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The set of a handler table; every user type used must be registered in `registry`
     /// with the same definition.
+    ///
+    /// ```
+    /// use vsync::marshal::{Handlers, SignatureSet, TypeRegistry};
+    /// let mut h = Handlers::new();
+    /// h.on(0, |_n: i32| {});
+    /// let set = SignatureSet::from_handlers(&h, &TypeRegistry::new()).unwrap();
+    /// assert_eq!(set.len(), 1);
+    /// ```
     pub fn from_handlers(
         handlers: &Handlers,
         registry: &TypeRegistry,
@@ -90,6 +114,13 @@ impl SignatureSet {
     /// Adds one handler signature (a deep one, as [`Handlers`] and
     /// [`Args::signature`](super::Args::signature) produce). Fails if a user type in it
     /// conflicts with one already in the set.
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, SignatureSet};
+    /// let mut set = SignatureSet::new();
+    /// set.add(3, &<(i32, String)>::signature()).unwrap();
+    /// assert_eq!(set.signatures(3)[0].to_string(), "(i32, String)");
+    /// ```
     pub fn add(&mut self, code: RequestCode, sig: &Signature) -> Result<(), RegistryError> {
         let mut defs = Vec::new();
         for t in sig.types() {
@@ -109,12 +140,28 @@ impl SignatureSet {
     }
 
     /// The codes present, ascending.
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, SignatureSet};
+    /// let mut set = SignatureSet::new();
+    /// set.add(5, &<(u8,)>::signature()).unwrap();
+    /// set.add(1, &<(u8,)>::signature()).unwrap();
+    /// assert_eq!(set.codes().collect::<Vec<_>>(), [1, 5]);
+    /// ```
     pub fn codes(&self) -> impl Iterator<Item = RequestCode> + '_ {
         self.handlers.keys().copied()
     }
 
     /// The distinct signatures for `code`, with user types expanded to their definitions
     /// (canonical order).
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, SignatureSet};
+    /// let mut set = SignatureSet::new();
+    /// set.add(0, &<(u8,)>::signature()).unwrap();
+    /// set.add(0, &<(u8,)>::signature()).unwrap(); // distinct signatures only
+    /// assert_eq!(set.signatures(0).len(), 1);
+    /// ```
     pub fn signatures(&self, code: RequestCode) -> Vec<Signature> {
         self.handlers
             .get(&code)
@@ -123,22 +170,53 @@ impl SignatureSet {
     }
 
     /// The user-type definitions, by id (field types are references).
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, SignatureSet};
+    /// vsync::marshal_struct! { pub struct Pt { pub x: i32, pub y: i32 } type_id = 1001 }
+    /// let mut set = SignatureSet::new();
+    /// set.add(0, &<(Pt,)>::signature()).unwrap();
+    /// assert_eq!(set.types().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["Pt"]);
+    /// ```
     pub fn types(&self) -> impl Iterator<Item = &Arc<UserType>> {
         self.types.values()
     }
 
     /// The number of distinct (code, signature) pairs.
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, SignatureSet};
+    /// let mut set = SignatureSet::new();
+    /// set.add(0, &<(u8,)>::signature()).unwrap();
+    /// set.add(0, &<(i8,)>::signature()).unwrap();
+    /// assert_eq!(set.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.handlers.values().map(BTreeMap::len).sum()
     }
 
     /// True if the set is empty.
+    ///
+    /// ```
+    /// use vsync::marshal::SignatureSet;
+    /// assert!(SignatureSet::default().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.handlers.is_empty()
     }
 
     /// An order-independent 64-bit fingerprint: xxh3-64 of the canonical encoding. Equal
     /// sets have equal digests whatever the registration order.
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, SignatureSet};
+    /// let (mut a, mut b) = (SignatureSet::new(), SignatureSet::new());
+    /// a.add(0, &<(u8,)>::signature()).unwrap();
+    /// a.add(1, &<(i8,)>::signature()).unwrap();
+    /// b.add(1, &<(i8,)>::signature()).unwrap();
+    /// b.add(0, &<(u8,)>::signature()).unwrap();
+    /// assert_eq!(a.digest(), b.digest()); // the order of registration does not matter
+    /// ```
     pub fn digest(&self) -> u64 {
         xxh3_64(&self.to_bytes())
     }
@@ -363,6 +441,14 @@ impl Marshal for SignatureSet {
 }
 
 /// One difference between two signature sets ("mine" is this process, "theirs" the group).
+///
+/// ```
+/// use vsync::marshal::{compare, Args, Difference, SignatureSet};
+/// let mut mine = SignatureSet::new();
+/// mine.add(4, &<(u8,)>::signature()).unwrap();
+/// let err = compare(&mine, &SignatureSet::new()).unwrap_err();
+/// assert!(matches!(err.differences[0], Difference::CodeOnlyInMine { code: 4, .. }));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Difference {
@@ -462,6 +548,16 @@ impl fmt::Display for Difference {
 }
 
 /// Two signature sets disagree; `differences` lists everything that differs.
+///
+/// ```
+/// use vsync::marshal::{compare, Args, SignatureSet};
+/// let (mut mine, mut theirs) = (SignatureSet::new(), SignatureSet::new());
+/// mine.add(0, &<(u8,)>::signature()).unwrap();
+/// theirs.add(0, &<(u16,)>::signature()).unwrap();
+/// let mismatch = compare(&mine, &theirs).unwrap_err();
+/// assert!(!mismatch.differences.is_empty());
+/// assert!(mismatch.to_string().starts_with("handler signatures differ: "));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignatureMismatch {
     /// The differences, codes first (ascending), then types.

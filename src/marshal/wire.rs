@@ -55,11 +55,24 @@ pub struct Writer {
 
 impl Writer {
     /// An empty writer.
+    ///
+    /// ```
+    /// use vsync::marshal::Writer;
+    /// let w = Writer::new();
+    /// assert!(w.is_empty());
+    /// ```
     pub fn new() -> Self {
         Writer { buf: Vec::new() }
     }
 
     /// An empty writer with room for `n` bytes.
+    ///
+    /// ```
+    /// use vsync::marshal::Writer;
+    /// let mut w = Writer::with_capacity(64);
+    /// w.put_bytes(&[0; 64]);
+    /// assert_eq!(w.len(), 64);
+    /// ```
     pub fn with_capacity(n: usize) -> Self {
         Writer {
             buf: Vec::with_capacity(n),
@@ -67,29 +80,64 @@ impl Writer {
     }
 
     /// A writer that appends to `buf` (reuse a buffer across messages).
+    ///
+    /// ```
+    /// use vsync::marshal::Writer;
+    /// let mut w = Writer::from_vec(b"hdr".to_vec());
+    /// w.put_u8(1);
+    /// assert_eq!(w.into_vec(), b"hdr\x01");
+    /// ```
     pub fn from_vec(buf: Vec<u8>) -> Self {
         Writer { buf }
     }
 
     /// Appends one byte.
+    ///
+    /// ```
+    /// use vsync::marshal::Writer;
+    /// let mut w = Writer::new();
+    /// w.put_u8(0xff);
+    /// assert_eq!(w.as_bytes(), &[0xff]);
+    /// ```
     #[inline]
     pub fn put_u8(&mut self, b: u8) {
         self.buf.push(b);
     }
 
     /// Appends raw bytes.
+    ///
+    /// ```
+    /// use vsync::marshal::Writer;
+    /// let mut w = Writer::new();
+    /// w.put_bytes(b"raw");
+    /// assert_eq!(w.as_bytes(), b"raw");
+    /// ```
     #[inline]
     pub fn put_bytes(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
     }
 
     /// Appends a LEB128 varint.
+    ///
+    /// ```
+    /// use vsync::marshal::Writer;
+    /// let mut w = Writer::new();
+    /// w.put_varint(300);
+    /// assert_eq!(w.as_bytes(), &[0xac, 0x02]);
+    /// ```
     #[inline]
     pub fn put_varint(&mut self, v: u64) {
         put_varint(&mut self.buf, v);
     }
 
     /// Appends a 128-bit LEB128 varint.
+    ///
+    /// ```
+    /// use vsync::marshal::{Reader, Writer};
+    /// let mut w = Writer::new();
+    /// w.put_varint128(u128::MAX);
+    /// assert_eq!(Reader::new(w.as_bytes()).get_varint128().unwrap(), u128::MAX);
+    /// ```
     pub fn put_varint128(&mut self, mut v: u128) {
         while v >= 0x80 {
             self.buf.push((v as u8) | 0x80);
@@ -99,32 +147,77 @@ impl Writer {
     }
 
     /// Appends a length (as a varint).
+    ///
+    /// ```
+    /// use vsync::marshal::Writer;
+    /// let mut w = Writer::new();
+    /// w.put_len(3);
+    /// assert_eq!(w.as_bytes(), &[3]);
+    /// ```
     #[inline]
     pub fn put_len(&mut self, n: usize) {
         self.put_varint(n as u64);
     }
 
     /// Bytes written so far.
+    ///
+    /// ```
+    /// use vsync::marshal::Writer;
+    /// let mut w = Writer::new();
+    /// w.put_varint(1 << 14);
+    /// assert_eq!(w.len(), 3);
+    /// ```
     pub fn len(&self) -> usize {
         self.buf.len()
     }
 
     /// True if nothing was written.
+    ///
+    /// ```
+    /// use vsync::marshal::Writer;
+    /// let mut w = Writer::new();
+    /// assert!(w.is_empty());
+    /// w.put_u8(0);
+    /// assert!(!w.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
     /// The bytes written so far.
+    ///
+    /// ```
+    /// use vsync::marshal::Writer;
+    /// let mut w = Writer::new();
+    /// w.put_bytes(&[1, 2]);
+    /// assert_eq!(w.as_bytes(), &[1, 2]);
+    /// ```
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf
     }
 
     /// Takes the buffer.
+    ///
+    /// ```
+    /// use vsync::marshal::Writer;
+    /// let mut w = Writer::new();
+    /// w.put_u8(9);
+    /// let bytes: Vec<u8> = w.into_vec();
+    /// assert_eq!(bytes, [9]);
+    /// ```
     pub fn into_vec(self) -> Vec<u8> {
         self.buf
     }
 
     /// Forgets everything written, keeping the allocation.
+    ///
+    /// ```
+    /// use vsync::marshal::Writer;
+    /// let mut w = Writer::new();
+    /// w.put_bytes(b"first message");
+    /// w.clear();
+    /// assert!(w.is_empty());
+    /// ```
     pub fn clear(&mut self) {
         self.buf.clear();
     }
@@ -168,11 +261,23 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// A reader over `buf` with default [`Limits`].
+    ///
+    /// ```
+    /// use vsync::marshal::Reader;
+    /// let mut r = Reader::new(&[7]);
+    /// assert_eq!(r.get_u8().unwrap(), 7);
+    /// ```
     pub fn new(buf: &'a [u8]) -> Self {
         Self::with_limits(buf, Limits::default())
     }
 
     /// A reader over `buf` with the given limits.
+    ///
+    /// ```
+    /// use vsync::marshal::{Limits, MarshalError, Reader};
+    /// let mut r = Reader::with_limits(&[200, 1], Limits { max_len: 100, ..Limits::default() });
+    /// assert!(matches!(r.get_len(), Err(MarshalError::LengthLimit { .. })));
+    /// ```
     pub fn with_limits(buf: &'a [u8], limits: Limits) -> Self {
         Reader {
             buf,
@@ -184,33 +289,73 @@ impl<'a> Reader<'a> {
     }
 
     /// The limits in force.
+    ///
+    /// ```
+    /// use vsync::marshal::{Limits, Reader};
+    /// assert_eq!(Reader::new(&[]).limits(), &Limits::default());
+    /// ```
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
     /// Bytes not yet consumed.
+    ///
+    /// ```
+    /// use vsync::marshal::Reader;
+    /// let mut r = Reader::new(&[1, 2, 3]);
+    /// r.get_u8().unwrap();
+    /// assert_eq!(r.remaining(), 2);
+    /// ```
     #[inline]
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
     /// Bytes consumed so far.
+    ///
+    /// ```
+    /// use vsync::marshal::Reader;
+    /// let mut r = Reader::new(&[1, 2, 3]);
+    /// r.take(2).unwrap();
+    /// assert_eq!(r.position(), 2);
+    /// ```
     #[inline]
     pub fn position(&self) -> usize {
         self.pos
     }
 
     /// True when every byte was consumed.
+    ///
+    /// ```
+    /// use vsync::marshal::Reader;
+    /// let mut r = Reader::new(&[1]);
+    /// r.get_u8().unwrap();
+    /// assert!(r.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.remaining() == 0
     }
 
     /// The unconsumed bytes.
+    ///
+    /// ```
+    /// use vsync::marshal::Reader;
+    /// let mut r = Reader::new(b"\x01tail");
+    /// r.get_u8().unwrap();
+    /// assert_eq!(r.rest(), b"tail");
+    /// ```
     pub fn rest(&self) -> &'a [u8] {
         &self.buf[self.pos..]
     }
 
     /// Succeeds if every byte was consumed.
+    ///
+    /// ```
+    /// use vsync::marshal::{MarshalError, Reader};
+    /// let mut r = Reader::new(&[1, 2]);
+    /// r.get_u8().unwrap();
+    /// assert_eq!(r.finish(), Err(MarshalError::TrailingBytes(1)));
+    /// ```
     pub fn finish(&self) -> Result<(), MarshalError> {
         match self.remaining() {
             0 => Ok(()),
@@ -219,6 +364,13 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads one byte.
+    ///
+    /// ```
+    /// use vsync::marshal::Reader;
+    /// let mut r = Reader::new(&[5]);
+    /// assert_eq!(r.get_u8().unwrap(), 5);
+    /// assert!(r.get_u8().is_err()); // truncated
+    /// ```
     #[inline]
     pub fn get_u8(&mut self) -> Result<u8, MarshalError> {
         match self.buf.get(self.pos) {
@@ -231,6 +383,13 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads `n` raw bytes (never allocates).
+    ///
+    /// ```
+    /// use vsync::marshal::Reader;
+    /// let mut r = Reader::new(b"abcd");
+    /// assert_eq!(r.take(3).unwrap(), b"abc");
+    /// assert!(r.take(2).is_err());
+    /// ```
     #[inline]
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], MarshalError> {
         if n > self.remaining() {
@@ -242,6 +401,12 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads exactly `N` raw bytes.
+    ///
+    /// ```
+    /// use vsync::marshal::Reader;
+    /// let mut r = Reader::new(&[1, 0, 0, 0]);
+    /// assert_eq!(u32::from_le_bytes(r.take_array().unwrap()), 1);
+    /// ```
     #[inline]
     pub fn take_array<const N: usize>(&mut self) -> Result<[u8; N], MarshalError> {
         let s = self.take(N)?;
@@ -251,6 +416,12 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a LEB128 varint of at most 64 bits in its shortest form.
+    ///
+    /// ```
+    /// use vsync::marshal::Reader;
+    /// assert_eq!(Reader::new(&[0xac, 0x02]).get_varint().unwrap(), 300);
+    /// assert!(Reader::new(&[0x80, 0x00]).get_varint().is_err()); // not the shortest form
+    /// ```
     #[inline]
     pub fn get_varint(&mut self) -> Result<u64, MarshalError> {
         // Fast path: one byte.
@@ -279,6 +450,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a LEB128 varint of at most 128 bits in its shortest form.
+    ///
+    /// ```
+    /// use vsync::marshal::Reader;
+    /// assert_eq!(Reader::new(&[0x7f]).get_varint128().unwrap(), 127);
+    /// ```
     pub fn get_varint128(&mut self) -> Result<u128, MarshalError> {
         let mut v: u128 = 0;
         for i in 0..19u32 {
@@ -298,6 +474,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a length and checks it against [`Limits::max_len`].
+    ///
+    /// ```
+    /// use vsync::marshal::Reader;
+    /// assert_eq!(Reader::new(&[3]).get_len().unwrap(), 3);
+    /// ```
     #[inline]
     pub fn get_len(&mut self) -> Result<usize, MarshalError> {
         let n = self.get_varint()?;
@@ -312,6 +493,13 @@ impl<'a> Reader<'a> {
 
     /// Runs `f` one nesting level deeper, failing with [`MarshalError::DepthLimit`] beyond
     /// [`Limits::max_depth`]. Decoders of (possibly recursive) user types wrap their body in it.
+    ///
+    /// ```
+    /// use vsync::marshal::{Limits, MarshalError, Reader};
+    /// let mut r = Reader::with_limits(&[], Limits { max_depth: 1, ..Limits::default() });
+    /// let inner = r.nested(|r| r.nested(|_| Ok(())));
+    /// assert_eq!(inner, Err(MarshalError::DepthLimit(1)));
+    /// ```
     pub fn nested<T>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, MarshalError>,
@@ -328,6 +516,13 @@ impl<'a> Reader<'a> {
     /// Records that a collection element decoded from zero bytes; fails beyond
     /// [`Limits::max_empty_elements`]. This bounds the work of a hostile length claim over
     /// unit-like elements (every other element consumes input).
+    ///
+    /// ```
+    /// use vsync::marshal::{Limits, MarshalError, Reader};
+    /// let mut r = Reader::with_limits(&[], Limits { max_empty_elements: 1, ..Limits::default() });
+    /// r.charge_empty_element().unwrap();
+    /// assert_eq!(r.charge_empty_element(), Err(MarshalError::WorkLimit(1)));
+    /// ```
     #[inline]
     pub fn charge_empty_element(&mut self) -> Result<(), MarshalError> {
         self.empty_elements += 1;
@@ -339,6 +534,12 @@ impl<'a> Reader<'a> {
 
     /// A safe initial capacity for a collection of `n` elements of type `T`: never more
     /// than the remaining input could fill nor more than 64 KiB up front.
+    ///
+    /// ```
+    /// use vsync::marshal::Reader;
+    /// let r = Reader::new(&[0; 10]);
+    /// assert_eq!(r.prealloc::<u64>(1_000_000), 10); // a length claim cannot reserve more
+    /// ```
     #[inline]
     pub fn prealloc<T>(&self, n: usize) -> usize {
         let by_bytes = (64 * 1024) / std::mem::size_of::<T>().max(1);
@@ -356,6 +557,14 @@ impl<'a> Reader<'a> {
 
 /// Where type codes are written: a `Vec<u8>`, or a matcher that compares them with the codes
 /// a message carries without allocating.
+///
+/// ```
+/// use vsync::marshal::{ArgList, Args, CodeSink};
+/// let mut code: Vec<u8> = Vec::new();
+/// <(i32, String)>::write_signature_code(&mut code);
+/// assert_eq!(code, ArgList::new(&(0i32, "")).signature_code());
+/// code.put_varint(300); // a sink takes varints too
+/// ```
 pub trait CodeSink {
     /// Takes one byte of a type code.
     fn put(&mut self, byte: u8);

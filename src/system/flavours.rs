@@ -224,6 +224,15 @@ pub(crate) struct FlavState {
 
 /// Counters of CausalSend and the raw sends at one member ([`System::flavour_stats`]).
 /// Drop counters of the data plane that raw traffic relies on are copied in.
+///
+/// ```no_run
+/// # let sys = vsync::System::start()?;
+/// let s: vsync::FlavourStats = sys.flavour_stats()?;
+/// if s.causal_held > 0 {
+///     println!("{} causal messages wait for a predecessor", s.causal_held);
+/// }
+/// # Ok::<(), vsync::VsyncError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FlavourStats {
