@@ -53,15 +53,39 @@ pub const ARGLIST_VERSION: u8 = 1;
 /// ```
 pub trait Args {
     /// The number of arguments.
+    ///
+    /// ```
+    /// use vsync::marshal::Args;
+    /// assert_eq!(<(u8, String) as Args>::COUNT, 2);
+    /// ```
     const COUNT: usize;
 
     /// The deep signature.
+    ///
+    /// ```
+    /// use vsync::marshal::Args;
+    /// assert_eq!(<(i32, Vec<u8>)>::signature().to_string(), "(i32, Vec<u8>)");
+    /// ```
     fn signature() -> Signature;
 
     /// Writes the signature code: the count, then each argument's type code.
+    ///
+    /// ```
+    /// use vsync::marshal::Args;
+    /// let mut code = Vec::new();
+    /// <(u8, bool)>::write_signature_code(&mut code);
+    /// assert_eq!(code[0], 2); // the count comes first
+    /// ```
     fn write_signature_code<S: CodeSink + ?Sized>(s: &mut S);
 
     /// Appends the encoded arguments.
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, Writer};
+    /// let mut w = Writer::new();
+    /// (7u8, true).encode_values(&mut w);
+    /// assert!(!w.is_empty());
+    /// ```
     fn encode_values(&self, w: &mut Writer);
 }
 
@@ -77,6 +101,15 @@ pub trait Args {
 /// ```
 pub trait FromArgs: Args + Sized {
     /// Decodes the arguments (the signature was already checked).
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, FromArgs, Reader, Writer};
+    /// let mut w = Writer::new();
+    /// (7u8, true).encode_values(&mut w);
+    /// let bytes = w.into_vec();
+    /// let got = <(u8, bool)>::decode_values(&mut Reader::new(&bytes)).unwrap();
+    /// assert_eq!(got, (7, true));
+    /// ```
     fn decode_values(r: &mut Reader<'_>) -> Result<Self, MarshalError>;
 }
 

@@ -165,12 +165,40 @@ impl<T: Encode> IntoReply for T {
 /// ```
 pub trait Handler<Args, R>: Send + 'static {
     /// The argument signature.
+    ///
+    /// ```
+    /// use vsync::marshal::Handler;
+    /// fn sig<A, R, H: Handler<A, R>>(_: &H) -> String {
+    ///     H::signature().to_string()
+    /// }
+    /// assert_eq!(sig(&|_name: String, _n: i32| {}), "(String, i32)");
+    /// ```
     fn signature() -> Signature;
 
     /// The signature code the handler accepts.
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, Handler};
+    /// fn code<A, R, H: Handler<A, R>>(_: &H) -> Vec<u8> {
+    ///     H::signature_code()
+    /// }
+    /// let mut expected = Vec::new();
+    /// <(u64,)>::write_signature_code(&mut expected);
+    /// assert_eq!(code(&|_n: u64| {}), expected);
+    /// ```
     fn signature_code() -> Vec<u8>;
 
     /// Decodes the arguments from `r` (which must hold exactly them) and runs the handler.
+    ///
+    /// ```
+    /// use vsync::marshal::{Args, Handler, Reader, Reply, Writer};
+    /// let mut w = Writer::new();
+    /// (20u64, 22u64).encode_values(&mut w);
+    /// let bytes = w.into_vec();
+    /// let mut add = |a: u64, b: u64| a + b;
+    /// let reply = Handler::call(&mut add, &mut Reader::new(&bytes)).unwrap();
+    /// assert!(matches!(reply, Reply::Value(_)));
+    /// ```
     fn call(&mut self, r: &mut Reader<'_>) -> Result<Reply, MarshalError>;
 }
 

@@ -567,9 +567,23 @@ impl<'a> Reader<'a> {
 /// ```
 pub trait CodeSink {
     /// Takes one byte of a type code.
+    ///
+    /// ```
+    /// use vsync::marshal::CodeSink;
+    /// let mut code = Vec::new();
+    /// code.put(7);
+    /// assert_eq!(code, [7]);
+    /// ```
     fn put(&mut self, byte: u8);
 
     /// Takes a varint.
+    ///
+    /// ```
+    /// use vsync::marshal::CodeSink;
+    /// let mut code = Vec::new();
+    /// code.put_varint(300);
+    /// assert_eq!(code, [0xac, 0x02]);
+    /// ```
     fn put_varint(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.put((v as u8) | 0x80);
