@@ -1517,23 +1517,31 @@ impl Group {
         code: RequestCode,
         args: impl IntoArgs,
     ) -> Result<Replies, VsyncError> {
-        let args = self.prepare(code, args)?;
-        let mut body = Vec::with_capacity(args.as_bytes().len() + 4);
-        body.extend_from_slice(&code.to_le_bytes());
-        body.extend_from_slice(args.as_bytes());
-        let sys = &self.inner.system;
-        let (done, rx) = mpsc::channel();
-        sys.submit(Cmd::Query {
-            gid: self.inner.gid,
+        let body = self.query_body(code, args)?;
+        let gid = self.inner.gid;
+        self.await_replies(timeout, "query replies", |done| Cmd::Query {
+            gid,
             ordered,
             want,
             timeout,
             body,
             done,
-        })?;
-        // The collector enforces `timeout`; the extra margin only guards against a stall.
+        })
+    }
+
+    /// Submits a query's command, built around its reply channel, and waits for the replies.
+    /// The collector enforces `timeout`; the extra margin only guards against a stall.
+    fn await_replies(
+        &self,
+        timeout: Timeout,
+        what: &str,
+        cmd: impl FnOnce(crate::system::Done<Replies>) -> Cmd,
+    ) -> Result<Replies, VsyncError> {
+        let sys = &self.inner.system;
+        let (done, rx) = mpsc::channel();
+        sys.submit(cmd(done))?;
         let limit = timeout.after.saturating_add(Duration::from_secs(30));
-        sys.wait(&rx, Some(limit), "query replies")
+        sys.wait(&rx, Some(limit), what)
     }
 
     /// Isis² `Query`: a Send-ordered multicast whose handlers reply; waits for `want`
@@ -1752,23 +1760,17 @@ impl Group {
         code: RequestCode,
         args: impl IntoArgs,
     ) -> Result<Replies, VsyncError> {
-        let args = self.prepare(code, args)?;
+        let body = self.query_body(code, args)?;
         let tag = self.next_safe_tag();
-        let mut body = Vec::with_capacity(args.as_bytes().len() + 4);
-        body.extend_from_slice(&code.to_le_bytes());
-        body.extend_from_slice(args.as_bytes());
-        let sys = &self.inner.system;
-        let (done, rx) = mpsc::channel();
-        sys.submit(Cmd::SafeQuery {
-            gid: self.inner.gid,
+        let gid = self.inner.gid;
+        self.await_replies(timeout, "safe query replies", |done| Cmd::SafeQuery {
+            gid,
             tag,
             want,
             timeout,
             body,
             done,
-        })?;
-        let limit = timeout.after.saturating_add(Duration::from_secs(30));
-        sys.wait(&rx, Some(limit), "safe query replies")
+        })
     }
 
     /// Inside a SafeSend (or SafeQuery) handler: the message's completion tag (Isis²

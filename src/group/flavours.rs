@@ -248,7 +248,11 @@ impl Group {
     }
 
     /// A query's `code:u32-LE arglist`.
-    fn query_body(&self, code: RequestCode, args: impl IntoArgs) -> Result<Vec<u8>, VsyncError> {
+    pub(super) fn query_body(
+        &self,
+        code: RequestCode,
+        args: impl IntoArgs,
+    ) -> Result<Vec<u8>, VsyncError> {
         let args = self.prepare(code, args)?;
         let mut body = Vec::with_capacity(args.as_bytes().len() + 4);
         body.extend_from_slice(&code.to_le_bytes());
@@ -275,18 +279,16 @@ impl Group {
         timeout: Timeout,
         body: Vec<u8>,
     ) -> Result<Replies, VsyncError> {
-        let sys = &self.inner.system;
-        let (done, rx) = mpsc::channel();
-        sys.submit(Cmd::Flav(FlavCmd::Query {
-            gid: self.inner.gid,
-            via,
-            want,
-            timeout,
-            body,
-            done,
-        }))?;
-        // The collector enforces `timeout`; the extra margin only guards against a stall.
-        let limit = timeout.after.saturating_add(Duration::from_secs(30));
-        sys.wait(&rx, Some(limit), "query replies")
+        let gid = self.inner.gid;
+        self.await_replies(timeout, "query replies", |done| {
+            Cmd::Flav(FlavCmd::Query {
+                gid,
+                via,
+                want,
+                timeout,
+                body,
+                done,
+            })
+        })
     }
 }
