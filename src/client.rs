@@ -134,20 +134,7 @@ fn encode_request(client: MemberId, req: u64, group: GroupId, body: &[u8]) -> Ve
 }
 
 fn encode_reply(req: u64, r: &ReplyKind) -> Vec<u8> {
-    let mut v = vec![F_REPLY];
-    v.extend_from_slice(&req.to_le_bytes());
-    match r {
-        ReplyKind::Value(b) => {
-            v.push(0);
-            v.extend_from_slice(b);
-        }
-        ReplyKind::Null => v.push(1),
-        ReplyKind::Abort(s) => {
-            v.push(2);
-            v.extend_from_slice(s.as_bytes());
-        }
-    }
-    v
+    crate::group::encode_tagged_reply(F_REPLY, req, r)
 }
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {

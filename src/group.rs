@@ -171,8 +171,14 @@ pub(crate) fn decode_query(p: &[u8]) -> Option<(u64, RequestCode, Vec<u8>)> {
 }
 
 pub(crate) fn encode_reply(qid: u64, r: &ReplyKind) -> Vec<u8> {
-    let mut v = vec![K_REPLY];
-    v.extend_from_slice(&qid.to_le_bytes());
+    encode_tagged_reply(K_REPLY, qid, r)
+}
+
+/// `tag id:u64-LE kind:u8 (0 value | 1 null | 2 abort) bytes`: a group reply (`K_REPLY`) or
+/// a client reply frame.
+pub(crate) fn encode_tagged_reply(tag: u8, id: u64, r: &ReplyKind) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&id.to_le_bytes());
     match r {
         ReplyKind::Value(b) => {
             v.push(0);
@@ -992,15 +998,14 @@ impl Group {
         if !self.view().is_some_and(|v| v.contains(new_rep)) {
             return Err(VsyncError::NotMember { member: new_rep });
         }
-        let sys = &self.inner.system;
-        let (done, rx) = mpsc::channel();
-        sys.submit(Cmd::RedirectClient {
-            gid: self.inner.gid,
+        let gid = self.inner.gid;
+        let limit = self.inner.system.inner.join_timeout;
+        self.submit_and_wait(limit, "the redirect", |done| Cmd::RedirectClient {
+            gid,
             client: client.member_id(),
             new_rep: new_rep.member_id(),
             done,
-        })?;
-        sys.wait(&rx, Some(sys.inner.join_timeout), "the redirect")
+        })
     }
 
     /// Isis² `HasFailed(who)`: reports a member of the current view as failed; the oracle
@@ -1044,12 +1049,10 @@ impl Group {
     pub fn terminate(&self) -> Result<(), VsyncError> {
         self.joined()?;
         let sys = &self.inner.system;
-        let (done, rx) = mpsc::channel();
-        sys.submit(Cmd::Terminate {
-            gid: self.inner.gid,
-            done,
+        let gid = self.inner.gid;
+        self.submit_and_wait(sys.inner.join_timeout, "the group to terminate", |done| {
+            Cmd::Terminate { gid, done }
         })?;
-        sys.wait(&rx, Some(sys.inner.join_timeout), "the group to terminate")?;
         // Called from one of this group's handlers: the delivery thread is this thread, so
         // it cannot see the end before the handler returns (waiting would stall it for the
         // join timeout, and the watchdog could poison the process). The end is queued
@@ -1292,13 +1295,12 @@ impl Group {
     /// ```
     pub fn leave(&self) -> Result<(), VsyncError> {
         self.joined()?;
-        let sys = &self.inner.system;
-        let (done, rx) = mpsc::channel();
-        sys.submit(Cmd::Leave {
-            gid: self.inner.gid,
+        let gid = self.inner.gid;
+        let limit = self.inner.system.inner.join_timeout;
+        let r = self.submit_and_wait(limit, "the leave to complete", |done| Cmd::Leave {
+            gid,
             done,
-        })?;
-        let r = sys.wait(&rx, Some(sys.inner.join_timeout), "the leave to complete");
+        });
         if r.is_ok() {
             lock(&self.inner.local).phase = Phase::Left;
         }
@@ -1537,10 +1539,21 @@ impl Group {
         what: &str,
         cmd: impl FnOnce(crate::system::Done<Replies>) -> Cmd,
     ) -> Result<Replies, VsyncError> {
+        let limit = timeout.after.saturating_add(Duration::from_secs(30));
+        self.submit_and_wait(limit, what, cmd)
+    }
+
+    /// Submits a command built around its answer channel and waits up to `limit` for the
+    /// answer (`what` names it in the timeout error).
+    fn submit_and_wait<T>(
+        &self,
+        limit: Duration,
+        what: &str,
+        cmd: impl FnOnce(crate::system::Done<T>) -> Cmd,
+    ) -> Result<T, VsyncError> {
         let sys = &self.inner.system;
         let (done, rx) = mpsc::channel();
         sys.submit(cmd(done))?;
-        let limit = timeout.after.saturating_add(Duration::from_secs(30));
         sys.wait(&rx, Some(limit), what)
     }
 
@@ -1626,14 +1639,9 @@ impl Group {
 
     fn do_flush(&self, k: Option<usize>) -> Result<(), VsyncError> {
         self.joined()?;
-        let sys = &self.inner.system;
-        let (done, rx) = mpsc::channel();
-        sys.submit(Cmd::Flush {
-            gid: self.inner.gid,
-            k,
-            done,
-        })?;
-        sys.wait(&rx, Some(sys.inner.join_timeout), "the flush")
+        let gid = self.inner.gid;
+        let limit = self.inner.system.inner.join_timeout;
+        self.submit_and_wait(limit, "the flush", |done| Cmd::Flush { gid, k, done })
     }
 }
 
